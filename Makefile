@@ -1,0 +1,46 @@
+# ragraph — `make demo` and `make test` work on a fresh offline clone: they build .venv first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROTO_OUT := clients
+PROTO_PKG := ragraph_client/_generated
+
+.PHONY: test lint typecheck protos check-protos bench-encoder serve-encoder demo clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# torch first, pinned: on these machines torch==2.13.0 is a local CPU wheel; every range in
+# pyproject.toml is satisfied by it, so nothing pulls a newer (CUDA) build.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+# The one command that generates the V2 stubs from protos/.
+protos: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I$(PROTO_PKG)=protos \
+		--python_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) \
+		$(PROTO_PKG)/inference.proto
+
+lint: $(STAMP)
+	$(BIN)/ruff check clients services tests bench
+	$(BIN)/mypy clients/ragraph_client clients/ragraph_cli services/common/ragraph_serving services/encoder/ragraph_encoder
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench-encoder: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/encoder.py
+
+serve-encoder: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/ragraph serve encoder
+
+demo: $(STAMP)
+	@echo "make demo arrives with the router (issue 5); for now: make serve-encoder, then"
+	@echo "  $(BIN)/ragraph infer encoder 'hello world'"
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

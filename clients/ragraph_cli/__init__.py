@@ -1,0 +1,1 @@
+"""The ``ragraph`` command line."""

@@ -1,0 +1,76 @@
+"""Starting an MLServer instance that hosts ragraph runtimes, with ragraph's servicer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from dataclasses import dataclass
+
+from mlserver import MLServer
+from mlserver.settings import ModelSettings, Settings
+
+from .servicer import install
+from .settings import ServingSettings
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class HostedServer:
+    """An MLServer ready to start; ``grpc_port``/``http_port``/``metrics_port`` are resolved."""
+
+    mlserver: MLServer
+    models: list[ModelSettings]
+    grpc_port: int
+    http_port: int
+    metrics_port: int
+
+    async def serve(self) -> None:
+        await self.mlserver.start(self.models)
+
+    async def stop(self) -> None:
+        await self.mlserver.stop()
+
+
+def create_mlserver(settings: ServingSettings, models: list[ModelSettings], server_name: str) -> HostedServer:
+    install()
+    grpc_port = settings.grpc_port or free_port(settings.host)
+    http_port = settings.http_port or free_port(settings.host)
+    metrics_port = settings.metrics_port or free_port(settings.host)
+    mlserver_settings = Settings(
+        server_name=server_name,
+        host=settings.host,
+        grpc_port=grpc_port,
+        http_port=http_port,
+        metrics_port=metrics_port,
+        parallel_workers=0,  # models share the process (and the encoder weights); work runs in threads
+        load_models_at_startup=False,
+        grpc_max_message_length=settings.max_message_bytes,
+        debug=False,
+    )
+    return HostedServer(MLServer(mlserver_settings), models, grpc_port, http_port, metrics_port)
+
+
+def run(server: HostedServer, log_level: str = "INFO") -> None:
+    """Serve until SIGINT/SIGTERM (MLServer installs the signal handlers)."""
+    logger = logging.getLogger("ragraph")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s [%(name)s] %(levelname)s - %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(log_level)
+    logger.propagate = False
+    logger.info(
+        "serving V2 gRPC on :%d, REST on :%d, metrics on :%d", server.grpc_port, server.http_port, server.metrics_port
+    )
+    try:
+        asyncio.run(server.serve())
+    except KeyboardInterrupt:
+        pass
+
+
+__all__ = ["HostedServer", "create_mlserver", "free_port", "run"]

@@ -1,0 +1,86 @@
+"""ragraph's V2 servicer for MLServer: MLServer's own, plus request validation before MLServer's
+converters run (so a bad datatype or a shape/data mismatch is INVALID_ARGUMENT naming the input,
+not INTERNAL) and one error mapping that keeps every gRPC code a runtime chose."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import mlserver.grpc.server as mlserver_grpc_server
+from mlserver.errors import ModelNotFound
+from mlserver.grpc import dataplane_pb2 as pb
+from mlserver.grpc.converters import ModelInferResponseConverter
+from mlserver.grpc.servicers import InferenceServicer
+from ragraph_client.errors import InvalidArgument, NotFound
+from ragraph_client.tensors import decode_wire_tensors
+
+from .errors import grpc_status
+
+log = logging.getLogger("ragraph.serving")
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, model: str = "", version: str = "") -> None:
+    if isinstance(exc, ModelNotFound):
+        which = f"model '{model}' version '{version}'" if version else f"model '{model}'"
+        exc = NotFound(f"{which} not found on this server")
+    code, message = grpc_status(exc)
+    await context.abort(code, message)
+
+
+def validate_request(request: Any) -> None:
+    if not request.model_name:
+        raise InvalidArgument("model_name is empty")
+    decode_wire_tensors(request.inputs, request.raw_input_contents, "input")
+
+
+class RagraphInferenceServicer(InferenceServicer):
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
+        try:
+            return await super().ModelReady(request, context)
+        except Exception as exc:  # unknown model: NOT_FOUND rather than UNKNOWN
+            await _abort(context, exc, request.name, request.version)
+            raise
+
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+        try:
+            validate_request(request)
+            payload = self._InsertHeaders(request, context)
+            result = await self._data_plane.infer(
+                payload=payload, name=request.model_name, version=request.model_version
+            )
+            self._SetTrailingMetadata(result, context)
+            return ModelInferResponseConverter.from_types(result, use_raw=bool(request.raw_input_contents))
+        except Exception as exc:
+            await _abort(context, exc, request.model_name, request.model_version)
+            raise
+
+    async def ModelStreamInfer(
+        self, requests_stream: AsyncIterator[pb.ModelInferRequest], context: Any
+    ) -> AsyncIterator[pb.ModelInferResponse]:
+        """MLServer's stream form (responses are ModelInferResponse; errors end the stream)."""
+        first = None
+        try:
+            async for request in requests_stream:
+                first = request
+                break
+            if first is None:
+                return
+            validate_request(first)
+            use_raw = bool(first.raw_input_contents)
+            payloads = self._PayloadsMetadataGenerator(first, requests_stream, context)
+            async for result in self._data_plane.infer_stream(
+                payloads=payloads, name=first.model_name, version=first.model_version
+            ):
+                yield ModelInferResponseConverter.from_types(result, use_raw=use_raw)
+        except Exception as exc:
+            await _abort(context, exc, first.model_name if first is not None else "")
+            raise
+
+
+def install() -> None:
+    """Make MLServer's gRPC server build ragraph's servicer. Called by ragraph's launcher and
+    on import of every ragraph runtime, so plain ``mlserver start`` behaves the same."""
+    mlserver_grpc_server.InferenceServicer = RagraphInferenceServicer  # type: ignore[misc]

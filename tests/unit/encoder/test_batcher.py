@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from ragraph_serving.batcher import MicroBatcher
+
+
+async def test_concurrent_requests_share_batches_and_keep_order() -> None:
+    calls: list[list[int]] = []
+    gate = threading.Event()
+
+    def double(items: list[int]) -> list[int]:
+        calls.append(list(items))
+        gate.wait(1.0)  # the first batch runs while the others queue up
+        return [2 * x for x in items]
+
+    batcher: MicroBatcher[int, int] = MicroBatcher(double, max_batch_size=64, max_batch_time=0.0)
+    first = asyncio.create_task(batcher.submit([0]))
+    await asyncio.sleep(0.05)
+    rest = [asyncio.create_task(batcher.submit([i, i + 100])) for i in range(1, 11)]
+    await asyncio.sleep(0.05)
+    gate.set()
+    assert await first == [0]
+    assert [await t for t in rest] == [[2 * i, 2 * (i + 100)] for i in range(1, 11)]
+    assert len(calls) == 2  # one batch for the early caller, one for the ten that queued
+    assert len(calls[1]) == 20
+
+
+async def test_batch_size_cap_and_cancelled_callers_are_dropped() -> None:
+    seen: list[list[int]] = []
+    gate = threading.Event()
+
+    def ident(items: list[int]) -> list[int]:
+        seen.append(list(items))
+        gate.wait(1.0)
+        return items
+
+    batcher: MicroBatcher[int, int] = MicroBatcher(ident, max_batch_size=4, max_batch_time=0.0)
+    first = asyncio.create_task(batcher.submit([0]))
+    await asyncio.sleep(0.05)
+    doomed = asyncio.create_task(batcher.submit([99]))
+    others = [asyncio.create_task(batcher.submit([i])) for i in range(1, 9)]
+    await asyncio.sleep(0.05)
+    doomed.cancel()
+    gate.set()
+    await first
+    assert [await t for t in others] == [[i] for i in range(1, 9)]
+    assert all(len(batch) <= 4 for batch in seen)
+    assert all(99 not in batch for batch in seen)
