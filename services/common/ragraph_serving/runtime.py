@@ -24,14 +24,19 @@ class RagraphRuntime(MLModel):
     async def infer(self, request: InferRequest) -> InferResponse:
         raise NotImplementedError
 
-    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
-        try:
-            request = request_from_mlserver(payload, self.name)
-            response = await self.infer(request)
-        except RagraphError as exc:
-            raise RuntimeRequestError(exc) from exc
+    async def handle(self, request: InferRequest) -> InferResponse:
+        """``infer`` with the response stamped with this model's name and version."""
+        request.model_name = self.name
+        response = await self.infer(request)
         response.model_name = self.name
         response.model_version = self.version or ""
+        return response
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        try:
+            response = await self.handle(request_from_mlserver(payload, self.name))
+        except RagraphError as exc:
+            raise RuntimeRequestError(exc) from exc
         return response_to_mlserver(response)
 
     def declare(self, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> None:

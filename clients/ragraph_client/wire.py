@@ -1,0 +1,111 @@
+"""Moving typed requests and responses in and out of V2 protobuf messages, duck-typed: the same
+code fills our generated messages and MLServer's (whose stubs cannot be imported beside ours).
+:mod:`ragraph_client.convert` binds these to our stubs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from .errors import InvalidArgument
+from .tensors import DATATYPES, InferRequest, InferResponse, Param, Tensor, decode_wire_tensors, encode_raw
+
+FloatForm = Literal["double", "string"]
+
+
+def param_to_pb(value: Param, target: Any, floats: FloatForm = "double") -> None:
+    if isinstance(value, bool):
+        target.bool_param = value
+    elif isinstance(value, int):
+        target.int64_param = value
+    elif isinstance(value, float):
+        if floats == "string":
+            target.string_param = repr(value)
+        else:
+            target.double_param = value
+    elif isinstance(value, str):
+        target.string_param = value
+    else:
+        raise InvalidArgument(f"parameter value {value!r} is not bool, int, float or str")
+
+
+def params_to_pb(params: Mapping[str, Param], target: Any, floats: FloatForm = "double") -> None:
+    for key, value in params.items():
+        param_to_pb(value, target[key], floats)
+
+
+def params_from_pb(params: Mapping[str, Any]) -> dict[str, Param]:
+    out: dict[str, Param] = {}
+    for key, param in params.items():
+        choice = param.WhichOneof("parameter_choice")
+        if choice is not None:
+            out[key] = getattr(param, choice)
+    return out
+
+
+def _fill_typed(tensor: Tensor, contents: Any) -> None:
+    field_name = DATATYPES[tensor.datatype][1]
+    if not field_name:
+        raise InvalidArgument(f"tensor '{tensor.name}': {tensor.datatype} can only travel raw")
+    values = tensor.data.reshape(-1)
+    getattr(contents, field_name).extend(values.tolist() if tensor.datatype != "BYTES" else list(values))
+
+
+def fill_request(message: Any, request: InferRequest, raw: bool = True, floats: FloatForm = "double") -> Any:
+    """Numeric and BYTES tensors travel in raw_input_contents unless ``raw`` is False."""
+    message.model_name, message.model_version, message.id = request.model_name, request.model_version, request.id
+    params_to_pb(request.parameters, message.parameters, floats)
+    for tensor in request.inputs:
+        entry = message.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+        params_to_pb(tensor.parameters, entry.parameters, floats)
+        if raw:
+            message.raw_input_contents.append(encode_raw(tensor))
+        else:
+            _fill_typed(tensor, entry.contents)
+    for name in request.outputs:
+        message.outputs.add(name=name)
+    return message
+
+
+def read_request(message: Any) -> InferRequest:
+    arrays = decode_wire_tensors(message.inputs, message.raw_input_contents, "input")
+    inputs = [
+        Tensor(t.name, t.datatype, list(t.shape), arrays[i], params_from_pb(t.parameters))
+        for i, t in enumerate(message.inputs)
+    ]
+    return InferRequest(
+        model_name=message.model_name,
+        inputs=inputs,
+        parameters=params_from_pb(message.parameters),
+        id=message.id,
+        model_version=message.model_version,
+        outputs=[o.name for o in message.outputs],
+    )
+
+
+def fill_response(message: Any, response: InferResponse, raw: bool = True) -> Any:
+    message.model_name, message.model_version, message.id = response.model_name, response.model_version, response.id
+    params_to_pb(response.parameters, message.parameters)
+    for tensor in response.outputs:
+        entry = message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+        params_to_pb(tensor.parameters, entry.parameters)
+        if raw:
+            message.raw_output_contents.append(encode_raw(tensor))
+        else:
+            _fill_typed(tensor, entry.contents)
+    return message
+
+
+def read_response(message: Any) -> InferResponse:
+    arrays = decode_wire_tensors(message.outputs, message.raw_output_contents, "output")
+    outputs = [
+        Tensor(t.name, t.datatype, list(t.shape), arrays[i], params_from_pb(t.parameters))
+        for i, t in enumerate(message.outputs)
+    ]
+    return InferResponse(
+        model_name=message.model_name,
+        outputs=outputs,
+        parameters=params_from_pb(message.parameters),
+        id=message.id,
+        model_version=message.model_version,
+    )
