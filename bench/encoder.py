@@ -86,7 +86,7 @@ def main() -> None:
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
     best_batch, best_rate = in_process(args.seconds)
-    rows = [("in-process encode, batch %d" % best_batch, best_rate)]
+    rows = [(f"in-process encode, batch {best_batch}", best_rate)]
     for batch_time in args.batch_time_ms or [2.0]:
         os.environ["RAGRAPH_ENCODER_MAX_BATCH_TIME_MS"] = str(batch_time)
         os.environ["RAGRAPH_ENCODER_MAX_BATCH_SIZE"] = str(args.max_batch_size)

@@ -51,31 +51,38 @@ def _fill_typed(tensor: Tensor, contents: Any) -> None:
     getattr(contents, field_name).extend(values.tolist() if tensor.datatype != "BYTES" else list(values))
 
 
+def _fill_tensors(entries: Any, raw_contents: Any, tensors: list[Tensor], raw: bool, floats: FloatForm) -> None:
+    for tensor in tensors:
+        entry = entries.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+        params_to_pb(tensor.parameters, entry.parameters, floats)
+        if raw:
+            raw_contents.append(encode_raw(tensor))
+        else:
+            _fill_typed(tensor, entry.contents)
+
+
+def _read_tensors(entries: Any, raw_contents: Any, what: str) -> list[Tensor]:
+    arrays = decode_wire_tensors(entries, raw_contents, what)
+    return [
+        Tensor(t.name, t.datatype, list(t.shape), arrays[i], params_from_pb(t.parameters))
+        for i, t in enumerate(entries)
+    ]
+
+
 def fill_request(message: Any, request: InferRequest, raw: bool = True, floats: FloatForm = "double") -> Any:
     """Numeric and BYTES tensors travel in raw_input_contents unless ``raw`` is False."""
     message.model_name, message.model_version, message.id = request.model_name, request.model_version, request.id
     params_to_pb(request.parameters, message.parameters, floats)
-    for tensor in request.inputs:
-        entry = message.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
-        params_to_pb(tensor.parameters, entry.parameters, floats)
-        if raw:
-            message.raw_input_contents.append(encode_raw(tensor))
-        else:
-            _fill_typed(tensor, entry.contents)
+    _fill_tensors(message.inputs, message.raw_input_contents, request.inputs, raw, floats)
     for name in request.outputs:
         message.outputs.add(name=name)
     return message
 
 
 def read_request(message: Any) -> InferRequest:
-    arrays = decode_wire_tensors(message.inputs, message.raw_input_contents, "input")
-    inputs = [
-        Tensor(t.name, t.datatype, list(t.shape), arrays[i], params_from_pb(t.parameters))
-        for i, t in enumerate(message.inputs)
-    ]
     return InferRequest(
         model_name=message.model_name,
-        inputs=inputs,
+        inputs=_read_tensors(message.inputs, message.raw_input_contents, "input"),
         parameters=params_from_pb(message.parameters),
         id=message.id,
         model_version=message.model_version,
@@ -86,25 +93,14 @@ def read_request(message: Any) -> InferRequest:
 def fill_response(message: Any, response: InferResponse, raw: bool = True) -> Any:
     message.model_name, message.model_version, message.id = response.model_name, response.model_version, response.id
     params_to_pb(response.parameters, message.parameters)
-    for tensor in response.outputs:
-        entry = message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
-        params_to_pb(tensor.parameters, entry.parameters)
-        if raw:
-            message.raw_output_contents.append(encode_raw(tensor))
-        else:
-            _fill_typed(tensor, entry.contents)
+    _fill_tensors(message.outputs, message.raw_output_contents, response.outputs, raw, "double")
     return message
 
 
 def read_response(message: Any) -> InferResponse:
-    arrays = decode_wire_tensors(message.outputs, message.raw_output_contents, "output")
-    outputs = [
-        Tensor(t.name, t.datatype, list(t.shape), arrays[i], params_from_pb(t.parameters))
-        for i, t in enumerate(message.outputs)
-    ]
     return InferResponse(
         model_name=message.model_name,
-        outputs=outputs,
+        outputs=_read_tensors(message.outputs, message.raw_output_contents, "output"),
         parameters=params_from_pb(message.parameters),
         id=message.id,
         model_version=message.model_version,
