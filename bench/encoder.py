@@ -30,9 +30,7 @@ OBJECTS = ["the client", "a busy service", "the deployment", "many documents", "
 
 
 def sentences(n: int) -> list[str]:
-    return [
-        f"{SUBJECTS[i % 6]} {VERBS[(i // 6) % 5]} {OBJECTS[(i // 30) % 6]} in case {i}." for i in range(n)
-    ]
+    return [f"{SUBJECTS[i % 6]} {VERBS[(i // 6) % 5]} {OBJECTS[(i // 30) % 6]} in case {i}." for i in range(n)]
 
 
 def in_process(seconds: float) -> tuple[int, float]:

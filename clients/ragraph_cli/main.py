@@ -12,23 +12,20 @@ import sys
 from collections.abc import Sequence
 
 
+def _overrides(args: argparse.Namespace, names: Sequence[str]) -> dict[str, object]:
+    """Settings fields given on the command line (the rest come from env vars and defaults)."""
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+_COMMON = ("model", "grpc_port", "http_port", "metrics_port", "host", "device")
+
+
 def _serve_encoder(args: argparse.Namespace) -> int:
     from ragraph_encoder.server import create_server
     from ragraph_encoder.settings import EncoderSettings
     from ragraph_serving.server import run
 
-    overrides = {
-        k: v
-        for k, v in {
-            "model": args.model,
-            "grpc_port": args.grpc_port,
-            "http_port": args.http_port,
-            "metrics_port": args.metrics_port,
-            "host": args.host,
-            "device": args.device,
-        }.items()
-        if v is not None
-    }
+    overrides = _overrides(args, _COMMON)
     if args.labelset:
         labelsets = EncoderSettings().labelsets
         for item in args.labelset:
@@ -38,10 +35,31 @@ def _serve_encoder(args: argparse.Namespace) -> int:
                 return 2
             labelsets[name] = path
         overrides["labelsets"] = labelsets
-    settings = EncoderSettings(**overrides)
+    settings = EncoderSettings(**overrides)  # type: ignore[arg-type]
     server, port = create_server(settings)
     run(server, settings.log_level)
     return 0
+
+
+def _serve_llm(args: argparse.Namespace) -> int:
+    from ragraph_llm.server import create_server
+    from ragraph_llm.settings import LLMSettings
+    from ragraph_serving.server import run
+
+    fields = (*_COMMON, "dtype", "max_batch_size", "max_queued", "context_window")
+    settings = LLMSettings(**_overrides(args, fields))  # type: ignore[arg-type]
+    server, port = create_server(settings)
+    run(server, settings.log_level)
+    return 0
+
+
+def _add_common(parser: argparse.ArgumentParser, model_help: str) -> None:
+    parser.add_argument("--model", help=model_help)
+    parser.add_argument("--grpc-port", type=int)
+    parser.add_argument("--http-port", type=int)
+    parser.add_argument("--metrics-port", type=int)
+    parser.add_argument("--host")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
 
 
 def _infer(args: argparse.Namespace) -> int:
@@ -68,16 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run one service of the graph")
     services = serve.add_subparsers(dest="service", required=True)
     encoder = services.add_parser("encoder", help="embeddings + classifier on MLServer")
-    encoder.add_argument("--model", help="sentence-transformers model id or local path")
-    encoder.add_argument("--grpc-port", type=int)
-    encoder.add_argument("--http-port", type=int)
-    encoder.add_argument("--metrics-port", type=int)
-    encoder.add_argument("--host")
-    encoder.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    _add_common(encoder, "sentence-transformers model id or local path")
     encoder.add_argument(
         "--labelset", action="append", metavar="NAME=PATH", help="add or replace a classifier label set"
     )
     encoder.set_defaults(func=_serve_encoder)
+
+    llm = services.add_parser("llm", help="a Hugging Face causal LM on MLServer (streaming, batching)")
+    _add_common(llm, "Hugging Face model id or local save_pretrained directory")
+    llm.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"])
+    llm.add_argument("--max-batch-size", type=int, help="most sequences generated together")
+    llm.add_argument("--max-queued", type=int, help="most waiting requests before RESOURCE_EXHAUSTED")
+    llm.add_argument("--context-window", type=int, help="override the model's context window (tokens)")
+    llm.set_defaults(func=_serve_llm)
 
     infer = commands.add_parser("infer", help="send texts to a V2 model and print the outputs")
     infer.add_argument("model")

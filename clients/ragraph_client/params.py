@@ -45,6 +45,10 @@ def get_int(params: Mapping[str, Any], name: str, default: int | None) -> int | 
         return default
     if isinstance(value, bool):
         raise InvalidArgument(f"parameter '{name}' must be an integer, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value)  # exact, however large (a float would round past 2**53)
     try:
         as_float = float(value)
     except (TypeError, ValueError):

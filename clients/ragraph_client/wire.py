@@ -19,8 +19,8 @@ def param_to_pb(value: Param, target: Any, floats: FloatForm = "double") -> None
     elif isinstance(value, int):
         target.int64_param = value
     elif isinstance(value, float):
-        if floats == "string":
-            target.string_param = repr(value)
+        if floats == "string" or "double_param" not in target.DESCRIPTOR.fields_by_name:
+            target.string_param = repr(value)  # MLServer's InferParameter has no double_param
         else:
             target.double_param = value
     elif isinstance(value, str):

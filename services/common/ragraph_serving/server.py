@@ -24,17 +24,22 @@ def free_port(host: str = "127.0.0.1") -> int:
 class HostedServer:
     """An MLServer ready to start; ``grpc_port``/``http_port``/``metrics_port`` are resolved."""
 
-    mlserver: MLServer
+    settings: Settings
     models: list[ModelSettings]
     grpc_port: int
     http_port: int
     metrics_port: int
+    mlserver: MLServer | None = None
 
     async def serve(self) -> None:
+        # Built inside the running loop: MLServer attaches its SIGINT/SIGTERM handlers to the
+        # current loop in __init__; built earlier, they land on a throwaway loop and SIGTERM is lost.
+        self.mlserver = MLServer(self.settings)
         await self.mlserver.start(self.models)
 
     async def stop(self) -> None:
-        await self.mlserver.stop()
+        if self.mlserver is not None:
+            await self.mlserver.stop()
 
 
 def create_mlserver(settings: ServingSettings, models: list[ModelSettings], server_name: str) -> HostedServer:
@@ -53,7 +58,7 @@ def create_mlserver(settings: ServingSettings, models: list[ModelSettings], serv
         grpc_max_message_length=settings.max_message_bytes,
         debug=False,
     )
-    return HostedServer(MLServer(mlserver_settings), models, grpc_port, http_port, metrics_port)
+    return HostedServer(mlserver_settings, models, grpc_port, http_port, metrics_port)
 
 
 def run(server: HostedServer, log_level: str = "INFO") -> None:

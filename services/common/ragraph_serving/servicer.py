@@ -84,8 +84,21 @@ class RagraphInferenceServicer(InferenceServicer):
                 break
             if first is None:
                 return
-            validate_request(first)
+            if not first.model_name:
+                raise InvalidArgument("model_name is empty")
             use_raw = bool(first.raw_input_contents)
+            version = first.model_version or None
+            target = await self._data_plane._model_registry.get_model(first.model_name, version)
+            if hasattr(target, "handle_stream"):
+                # A ragraph runtime: typed all the way; closing this generator (client gone,
+                # deadline) closes the runtime's stream, which frees its work.
+                typed = read_request(first)
+                async with self._data_plane._infer_contextmanager(first.model_name, version) as model:
+                    async for response in model.handle_stream(typed):
+                        response.id = first.id
+                        yield fill_response(pb.ModelInferResponse(), response, raw=use_raw)
+                return
+            validate_request(first)
             payloads = self._PayloadsMetadataGenerator(first, requests_stream, context)
             async for result in self._data_plane.infer_stream(
                 payloads=payloads, name=first.model_name, version=first.model_version

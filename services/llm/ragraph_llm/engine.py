@@ -1,0 +1,383 @@
+"""The generation engine: one thread owns the model and runs an iteration-level (continuous)
+batching loop over every live request, infer and stream alike.
+
+Each step either prefills the requests admitted since the last step (left-padded among
+themselves) and merges their KV cache into the running batch, or runs one decode step for every
+running sequence. Finished and cancelled sequences leave the batch after the step that finished
+them, so a new request never waits for a whole batch to drain. Models whose cache cannot be merged
+(sliding-window or recurrent layers) fall back to static batches: new requests join when the
+running batch is empty. Measured in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import logging
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from ragraph_client.errors import RagraphError, ResourceExhausted, Unavailable
+
+from .metrics import EngineMetrics
+from .model import LanguageModel
+from .sampling import SamplingParams, choose, make_generator
+from .textstream import TextStream
+
+log = logging.getLogger("ragraph.llm.engine")
+
+
+@dataclass
+class Event:
+    """What the engine hands back for a sequence: a text delta, and on the last event the totals."""
+
+    text: str
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    ttft_ms: float = 0.0
+    error: BaseException | None = None
+
+
+@dataclass
+class Sequence:
+    prompt_ids: list[int]
+    params: SamplingParams
+    stream: TextStream
+    sink: Callable[[Event], object]
+    generator: torch.Generator | None = None
+    tokens: list[int] = field(default_factory=list)
+    submitted: float = field(default_factory=time.monotonic)
+    first_token_at: float = 0.0
+    last_token_at: float = 0.0
+    finish_reason: str | None = None
+    cancelled: bool = False
+    id: int = 0
+
+
+class _Batch:
+    """KV cache and attention mask of the running sequences, one row each (left-padded)."""
+
+    def __init__(self, cache: Any, mask: torch.Tensor) -> None:
+        self.cache = cache
+        self.mask = mask
+
+    def layers(self) -> list[Any]:
+        return list(self.cache.layers)
+
+    def mergeable(self) -> bool:
+        return all(type(layer).__name__ == "DynamicLayer" for layer in self.layers())
+
+    def merge(self, other: _Batch) -> None:
+        width = max(self.mask.shape[1], other.mask.shape[1])
+        for mine, theirs in zip(self.layers(), other.layers(), strict=True):
+            mine.keys = torch.cat([_pad_left(mine.keys, width), _pad_left(theirs.keys, width)])
+            mine.values = torch.cat([_pad_left(mine.values, width), _pad_left(theirs.values, width)])
+        self.mask = torch.cat([_pad_left_mask(self.mask, width), _pad_left_mask(other.mask, width)])
+
+    def select(self, rows: list[int], trim: bool) -> None:
+        index = torch.tensor(rows, device=self.mask.device)
+        self.cache.batch_select_indices(index)
+        self.mask = self.mask[index]
+        if trim:  # drop leading columns that are padding in every remaining row
+            used = (self.mask.sum(dim=0) > 0).nonzero()
+            first = int(used[0]) if len(used) else 0
+            if first > 0:
+                self.mask = self.mask[:, first:]
+                for layer in self.layers():
+                    layer.keys = layer.keys[:, :, first:, :]
+                    layer.values = layer.values[:, :, first:, :]
+
+
+def _pad_left(states: torch.Tensor, width: int) -> torch.Tensor:
+    missing = width - states.shape[-2]
+    return torch.nn.functional.pad(states, (0, 0, missing, 0)) if missing > 0 else states
+
+
+def _pad_left_mask(mask: torch.Tensor, width: int) -> torch.Tensor:
+    missing = width - mask.shape[1]
+    return torch.nn.functional.pad(mask, (missing, 0)) if missing > 0 else mask
+
+
+class Engine:
+    """Owns the model; ``generate`` is the asyncio face, the loop runs in its own thread."""
+
+    def __init__(
+        self,
+        lm: LanguageModel,
+        max_batch_size: int,
+        max_queued: int,
+        max_batch_time_ms: float,
+        metrics: EngineMetrics | None = None,
+        max_prefill_tokens: int = 128,
+    ) -> None:
+        self.lm = lm
+        self.max_batch_size = max_batch_size
+        self.max_queued = max_queued
+        self.max_batch_time = max_batch_time_ms / 1000.0
+        self.max_prefill_tokens = max_prefill_tokens
+        self.metrics = metrics
+        self.step_sizes: collections.Counter[int] = collections.Counter()
+        self._waiting: collections.deque[Sequence] = collections.deque()
+        self._running: list[Sequence] = []
+        self._batch: _Batch | None = None
+        self._mergeable: bool | None = None
+        self._lock = threading.Condition()
+        self._closed = False
+        self._ids = itertools.count(1)
+        if sys.getswitchinterval() > 0.001:
+            # The engine thread and the server's event loop share the GIL; at the default 5 ms
+            # switch interval each waits up to 5 ms for the other (measured: TTFT and ITL).
+            sys.setswitchinterval(0.001)
+        self._thread = threading.Thread(target=self._loop, name="ragraph-llm-engine", daemon=True)
+        self._thread.start()
+
+    # -- asyncio side -------------------------------------------------------------------------
+
+    async def generate(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[Event]:
+        """Events of one sequence; closing the iterator early (client gone, deadline) cancels it
+        and frees its slot within one step."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Event] = asyncio.Queue()
+        seq = Sequence(
+            prompt_ids, params, TextStream(self.lm.tokenizer, params.stop),
+            sink=lambda event: loop.call_soon_threadsafe(queue.put_nowait, event),
+            generator=make_generator(params, self.lm.device),
+        )  # fmt: skip
+        self.submit(seq)
+        finished = False
+        try:
+            while True:
+                event = await queue.get()
+                if event.error is not None:
+                    finished = True
+                    raise event.error
+                if event.finish_reason is not None:
+                    finished = True
+                yield event
+                if finished:
+                    return
+        finally:
+            if not finished:
+                self.cancel(seq)
+
+    def submit(self, seq: Sequence) -> None:
+        with self._lock:
+            if self._closed:
+                raise Unavailable("the LLM engine is shutting down")
+            if len(self._waiting) >= self.max_queued:
+                if self.metrics:
+                    self.metrics.rejected.inc()
+                raise ResourceExhausted(
+                    f"the LLM queue is full ({len(self._waiting)} requests waiting, max_queued={self.max_queued}, "
+                    f"{len(self._running)} running); retry later"
+                )
+            seq.id = next(self._ids)
+            self._waiting.append(seq)
+            self._gauges()
+            self._lock.notify()
+
+    def cancel(self, seq: Sequence) -> None:
+        with self._lock:
+            seq.cancelled = True
+            if seq in self._waiting:
+                self._waiting.remove(seq)
+                self._count_finish(seq, "cancelled")
+                self._gauges()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._lock.notify()
+        self._thread.join(timeout=10)
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {"waiting": len(self._waiting), "running": len(self._running)}
+
+    # -- engine thread ------------------------------------------------------------------------
+
+    def _gauges(self) -> None:
+        if self.metrics:
+            self.metrics.queue_depth.set(len(self._waiting))
+            self.metrics.running.set(len(self._running))
+
+    def _count_finish(self, seq: Sequence, reason: str) -> None:
+        seq.finish_reason = reason
+        if self.metrics:
+            self.metrics.finished.labels(reason=reason).inc()
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._closed and not self._waiting and not self._running:
+                    self._lock.wait()
+                if self._closed:
+                    break
+                idle = not self._running
+            if idle and self.max_batch_time > 0:
+                self._gather()
+            try:
+                with torch.inference_mode():
+                    self._step()
+            except Exception as exc:  # a model failure fails the batch, never the server
+                log.exception("engine step failed; failing %d running sequences", len(self._running))
+                error = exc if isinstance(exc, RagraphError) else Unavailable(f"LLM engine step failed: {exc}")
+                for seq in self._running:
+                    seq.sink(Event("", error=error))
+                with self._lock:
+                    self._running, self._batch = [], None
+                    self._gauges()
+        with self._lock:
+            pending = list(self._waiting) + self._running
+            self._waiting.clear()
+        for seq in pending:
+            seq.sink(Event("", error=Unavailable("the LLM engine shut down before this request finished")))
+
+    def _gather(self) -> None:
+        """An idle engine waits while requests keep arriving (each within max_batch_time of the
+        last, at most 5 x max_batch_time in all), so a burst shares one prefill."""
+        deadline = time.monotonic() + 5 * self.max_batch_time
+        seen = -1
+        while time.monotonic() < deadline:
+            with self._lock:
+                waiting = len(self._waiting)
+            if waiting == seen or waiting >= self.max_batch_size:
+                return
+            seen = waiting
+            time.sleep(self.max_batch_time)
+
+    def _admit(self) -> list[Sequence]:
+        with self._lock:
+            room = self.max_batch_size - len(self._running)
+            if self._running and self._mergeable is False:
+                room = 0
+            admitted: list[Sequence] = []
+            tokens = 0
+            while self._waiting and len(admitted) < room:
+                size = len(self._waiting[0].prompt_ids)
+                if admitted and tokens + size > self.max_prefill_tokens:
+                    break  # the rest prefill next step: a burst's first tokens arrive in waves
+                admitted.append(self._waiting.popleft())
+                tokens += size
+            return admitted
+
+    def _step(self) -> None:
+        new = self._admit()
+        if new:
+            self._prefill(new)
+        elif self._running:
+            self._decode()
+        self._reap()
+
+    def _prefill(self, new: list[Sequence]) -> None:
+        device, pad = self.lm.device, self.lm.pad_id
+        width = max(len(s.prompt_ids) for s in new)
+        ids = torch.tensor([[pad] * (width - len(s.prompt_ids)) + s.prompt_ids for s in new], device=device)
+        mask = torch.tensor([[0] * (width - len(s.prompt_ids)) + [1] * len(s.prompt_ids) for s in new], device=device)
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.lm.model.config)
+        logits = self._forward(ids, mask, cache)
+        batch = _Batch(cache, mask)
+        if self._mergeable is None:
+            self._mergeable = batch.mergeable()
+            log.info("KV cache %s merge: %s batching", "can" if self._mergeable else "cannot",
+                     "continuous" if self._mergeable else "static")  # fmt: skip
+        if self.metrics:
+            self.metrics.prompt_tokens.inc(sum(len(s.prompt_ids) for s in new))
+        with self._lock:
+            if self._batch is None:
+                self._batch = batch
+            else:
+                self._batch.merge(batch)
+            self._running.extend(new)
+            self._gauges()
+        self._emit(new, logits)
+
+    def _decode(self) -> None:
+        assert self._batch is not None
+        batch = self._batch
+        device = self.lm.device
+        ids = torch.tensor([[s.tokens[-1]] for s in self._running], device=device)
+        ones = torch.ones((len(self._running), 1), dtype=batch.mask.dtype, device=device)
+        batch.mask = torch.cat([batch.mask, ones], dim=1)
+        logits = self._forward(ids, batch.mask, batch.cache)
+        self._emit(self._running, logits)
+
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, cache: Any) -> torch.Tensor:
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1] :]
+        out = self.lm.model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+            use_cache=True, logits_to_keep=1,
+        )  # fmt: skip
+        self.step_sizes[ids.shape[0]] += 1
+        if self.metrics:
+            self.metrics.batch_size.observe(ids.shape[0])
+        return out.logits[:, -1, :].float()
+
+    def _emit(self, seqs: list[Sequence], logits: torch.Tensor) -> None:
+        greedy = logits.argmax(dim=-1).tolist()
+        now = time.monotonic()
+        for row, seq in enumerate(seqs):
+            if seq.cancelled:
+                continue
+            try:
+                token = greedy[row] if seq.params.greedy else choose(logits[row], seq.params, seq.generator)
+            except Exception as exc:  # one row's sampling bug fails that request only
+                log.exception("sampling failed for sequence %d", seq.id)
+                self._count_finish(seq, "error")
+                seq.sink(Event("", error=exc))
+                continue
+            seq.tokens.append(token)
+            if seq.first_token_at == 0.0:
+                seq.first_token_at = now
+                if self.metrics:
+                    self.metrics.ttft.observe(now - seq.submitted)
+            elif self.metrics:
+                self.metrics.inter_token.observe(now - seq.last_token_at)
+            seq.last_token_at = now
+            if self.metrics:
+                self.metrics.tokens.inc()
+            if token in self.lm.eos_ids:
+                self._finish(seq, "stop", "")
+                continue
+            delta = seq.stream.push(token)
+            if seq.stream.stopped:
+                self._finish(seq, "stop", delta)
+            elif len(seq.tokens) >= seq.params.max_tokens:
+                self._finish(seq, "length", delta)
+            elif delta:
+                seq.sink(Event(delta))
+
+    def _finish(self, seq: Sequence, reason: str, text: str) -> None:
+        if not seq.stream.stopped:  # EOS or length: flush text held back for a possible stop string
+            text += seq.stream.finish()
+        self._count_finish(seq, reason)
+        seq.sink(
+            Event(
+                text, reason, len(seq.prompt_ids), len(seq.tokens),
+                (seq.first_token_at - seq.submitted) * 1000.0,
+            )
+        )  # fmt: skip
+
+    def _reap(self) -> None:
+        keep = [i for i, s in enumerate(self._running) if s.finish_reason is None and not s.cancelled]
+        if len(keep) == len(self._running):
+            return
+        with self._lock:
+            for seq in self._running:
+                if seq.cancelled and seq.finish_reason is None:
+                    self._count_finish(seq, "cancelled")
+            self._running = [self._running[i] for i in keep]
+            if not keep:
+                self._batch = None
+            elif self._batch is not None:
+                self._batch.select(keep, trim=bool(self._mergeable))
+            self._gauges()

@@ -1,0 +1,44 @@
+"""LLM service settings: environment variables ``RAGRAPH_LLM_<FIELD>``."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+from ragraph_serving.settings import ServingSettings
+
+
+class LLMSettings(ServingSettings):
+    model_config = SettingsConfigDict(env_prefix="RAGRAPH_LLM_", extra="ignore", protected_namespaces=())
+
+    grpc_port: int = Field(8201, description="V2 gRPC port; 0 picks a free one.")
+    http_port: int = Field(8200, description="V2 REST port; 0 picks a free one.")
+    metrics_port: int = Field(8202, description="Prometheus /metrics port; 0 picks a free one.")
+    model: str = Field(
+        "Qwen/Qwen2.5-0.5B-Instruct",
+        description="Hugging Face causal LM: a hub id (needs the hub or a filled HF cache) or a local "
+        "directory written by save_pretrained.",
+    )
+    device: str = Field("auto", description="auto (cuda when available), cpu or cuda.")
+    dtype: str = Field(
+        "auto", description="auto (bfloat16 on a GPU that supports it, else float32), float32, bfloat16 or float16."
+    )
+    max_batch_size: int = Field(16, description="Most sequences generated together in one engine step.")
+    max_queued: int = Field(
+        64, description="Most requests waiting for a batch slot; beyond it requests fail with RESOURCE_EXHAUSTED."
+    )
+    max_batch_time_ms: float = Field(
+        2.0, description="How long an idle engine waits for more requests before its first step."
+    )
+    max_prefill_tokens: int = Field(
+        128,
+        description="Most prompt tokens one prefill step takes (at least one request): a burst of "
+        "arrivals prefills in waves, so early ones stream sooner and running streams stall less.",
+    )
+    context_window: int = Field(
+        0, description="Tokens the model may attend to (prompt + completion); 0 reads it from the model config."
+    )
+    default_max_tokens: int = Field(128, description="max_tokens of a request that names none.")
+    max_tokens_limit: int = Field(4096, description="Largest max_tokens a request may ask for.")
+    default_temperature: float = Field(1.0, description="temperature of a request that names none (0 = greedy).")
+    max_prompt_bytes: int = Field(1024 * 1024, description="Most UTF-8 bytes of prompt, messages and context.")
+    trust_remote_code: bool = Field(False, description="Pass trust_remote_code to from_pretrained.")

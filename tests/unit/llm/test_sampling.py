@@ -1,0 +1,189 @@
+"""read_sampling (validation of request parameters) and choose (the next token from a row of
+logits), from services/llm/ragraph_llm/sampling.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from ragraph_client.errors import InvalidArgument
+from ragraph_llm.sampling import SamplingParams, choose, make_generator, read_sampling
+from ragraph_llm.settings import LLMSettings
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture()
+def settings() -> LLMSettings:
+    return LLMSettings(default_max_tokens=77, default_temperature=0.7, max_tokens_limit=4096)
+
+
+# -- read_sampling ----------------------------------------------------------------------------
+
+
+def test_defaults_come_from_settings(settings: LLMSettings) -> None:
+    params = read_sampling({}, settings)
+    assert params == SamplingParams(max_tokens=77, temperature=0.7, top_p=1.0, top_k=0, stop=[], seed=None)
+    assert not params.greedy
+    greedy = read_sampling({}, LLMSettings(default_max_tokens=3, default_temperature=0.0))
+    assert greedy.max_tokens == 3 and greedy.temperature == 0.0 and greedy.greedy
+
+
+def test_numbers_as_strings_ints_and_floats_are_accepted(settings: LLMSettings) -> None:
+    as_strings = {"max_tokens": "5", "temperature": "0.5", "top_p": "0.9", "top_k": "3", "seed": "42"}
+    typed: dict[str, Any] = {"max_tokens": 5, "temperature": 0.5, "top_p": 0.9, "top_k": 3, "seed": 42}
+    float_ints = {"max_tokens": 5.0, "temperature": 0.5, "top_p": 0.9, "top_k": "3.0", "seed": 42.0}
+    expected = SamplingParams(5, 0.5, 0.9, 3, [], 42)
+    for params in (as_strings, typed, float_ints):
+        assert read_sampling(params, settings) == expected
+    assert read_sampling({"temperature": " 0 "}, settings).greedy
+    assert read_sampling({"temperature": 1, "top_k": 1}, settings).greedy  # top_k=1 is greedy too
+
+
+def test_stop_forms(settings: LLMSettings) -> None:
+    assert read_sampling({"stop": '["###", "\\n\\n"]'}, settings).stop == ["###", "\n\n"]
+    assert read_sampling({"stop": '"END"'}, settings).stop == ["END"]  # one JSON string
+    assert read_sampling({"stop": "[]"}, settings).stop == []
+    assert read_sampling({"stop": "[" + ",".join(['"x"'] * 16) + "]"}, settings).stop == ["x"] * 16
+
+
+def test_limits_are_inclusive(settings: LLMSettings) -> None:
+    assert read_sampling({"max_tokens": 4096}, settings).max_tokens == 4096
+    assert read_sampling({"max_tokens": 1, "top_p": 1, "seed": 0}, settings).seed == 0
+    assert read_sampling({"seed": str(2**62)}, settings).seed == 2**62
+    assert read_sampling({"temperature": 0}, settings).temperature == 0.0
+
+
+@pytest.mark.parametrize(
+    ("params", "name"),
+    [
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"max_tokens": -3}, "max_tokens"),
+        ({"max_tokens": "4097"}, "max_tokens"),
+        ({"max_tokens": "many"}, "max_tokens"),
+        ({"max_tokens": "2.5"}, "max_tokens"),
+        ({"max_tokens": True}, "max_tokens"),
+        ({"max_tokens": "inf"}, "max_tokens"),
+        ({"temperature": -0.1}, "temperature"),
+        ({"temperature": "warm"}, "temperature"),
+        ({"temperature": "inf"}, "temperature"),
+        ({"temperature": "nan"}, "temperature"),
+        ({"top_p": 0}, "top_p"),
+        ({"top_p": "1.01"}, "top_p"),
+        ({"top_p": "nan"}, "top_p"),
+        ({"top_k": -1}, "top_k"),
+        ({"top_k": "1.5"}, "top_k"),
+        ({"stop": "[not json"}, "stop"),
+        ({"stop": "[1, 2]"}, "stop"),
+        ({"stop": '{"a": "b"}'}, "stop"),
+        ({"stop": '["ok", ""]'}, "stop"),
+        ({"stop": 5}, "stop"),
+        ({"stop": "[" + ",".join(['"x"'] * 17) + "]"}, "stop"),
+        ({"seed": -1}, "seed"),
+        ({"seed": str(2**63)}, "seed"),
+        ({"seed": "abc"}, "seed"),
+    ],
+    ids=lambda v: repr(v) if isinstance(v, dict) else v,
+)
+def test_bad_values_name_the_parameter(settings: LLMSettings, params: dict[str, Any], name: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        read_sampling(params, settings)
+    assert f"'{name}'" in info.value.message
+
+
+def test_limit_comes_from_settings() -> None:
+    with pytest.raises(InvalidArgument, match="limit of 10"):
+        read_sampling({"max_tokens": 11}, LLMSettings(max_tokens_limit=10))
+
+
+def test_large_seeds_keep_every_digit(settings: LLMSettings) -> None:
+    assert read_sampling({"seed": 2**53 + 1}, settings).seed == 2**53 + 1
+    assert read_sampling({"seed": str(2**63 - 1)}, settings).seed == 2**63 - 1
+
+
+# -- choose -----------------------------------------------------------------------------------
+
+
+def logits_row(seed: int = 0, size: int = 50) -> torch.Tensor:
+    return torch.randn(size, generator=torch.Generator().manual_seed(seed)) * 3
+
+
+def draws(logits: torch.Tensor, params: SamplingParams, n: int) -> list[int]:
+    generator = make_generator(params, CPU)  # None for greedy (and near-zero temperature)
+    return [choose(logits, params, generator) for _ in range(n)]
+
+
+def test_greedy_is_argmax() -> None:
+    greedy = SamplingParams(temperature=0.0, seed=3)
+    assert make_generator(greedy, CPU) is None
+    for seed in range(20):
+        logits = logits_row(seed)
+        assert choose(logits, greedy, None) == int(torch.argmax(logits))
+
+
+def test_top_k_one_is_argmax() -> None:
+    params = SamplingParams(temperature=1.5, top_k=1, seed=1)
+    for seed in range(20):
+        logits = logits_row(seed)
+        assert choose(logits, params, torch.Generator().manual_seed(seed)) == int(torch.argmax(logits))
+
+
+def test_seeded_sampling_is_reproducible_and_depends_on_the_seed() -> None:
+    flat = torch.zeros(1000)
+    first = draws(flat, SamplingParams(temperature=1.0, seed=1234), 40)
+    again = draws(flat, SamplingParams(temperature=1.0, seed=1234), 40)
+    other = draws(flat, SamplingParams(temperature=1.0, seed=1235), 40)
+    assert first == again
+    assert first != other
+    assert len(set(first)) > 30, "a flat distribution spreads its draws"
+
+
+def test_unseeded_sampling_differs_between_generators() -> None:
+    flat = torch.zeros(1000)
+    params = SamplingParams(temperature=1.0)
+    assert draws(flat, params, 40) != draws(flat, params, 40)
+
+
+def test_tiny_top_p_keeps_only_the_top_token() -> None:
+    for seed in range(10):
+        logits = logits_row(seed)
+        params = SamplingParams(temperature=5.0, top_p=1e-6, seed=seed)
+        assert set(draws(logits, params, 100)) == {int(torch.argmax(logits))}
+
+
+def test_top_p_keeps_the_token_crossing_the_threshold() -> None:
+    logits = torch.log(torch.tensor([0.1, 0.4, 0.2, 0.3]))
+    # sorted: 0.4, 0.3, 0.2, 0.1 -> with top_p=0.5, 0.4 alone is short of it, so 0.3 is kept too
+    assert set(draws(logits, SamplingParams(temperature=1.0, top_p=0.5, seed=7), 500)) == {1, 3}
+    assert set(draws(logits, SamplingParams(temperature=1.0, top_p=0.4, seed=7), 200)) == {1}
+
+
+def test_top_k_two_never_leaves_the_top_two() -> None:
+    logits = torch.linspace(1.0, 0.9, 100)[torch.randperm(100, generator=torch.Generator().manual_seed(0))]
+    top2 = set(torch.topk(logits, 2).indices.tolist())
+    picked = draws(logits, SamplingParams(temperature=1.0, top_k=2, seed=11), 2000)
+    assert set(picked) == top2
+    unrestricted = draws(logits, SamplingParams(temperature=1.0, seed=11), 2000)
+    assert len(set(unrestricted) - top2) > 50, "without top_k the same row spreads much wider"
+
+
+def test_top_k_and_top_p_together() -> None:
+    logits = torch.log(torch.tensor([0.05, 0.3, 0.25, 0.2, 0.2]))
+    # top_k=3 keeps 0.3, 0.25, 0.2 (one of the tied 0.2s or both); top_p=0.4 then keeps 0.3 and 0.25
+    picked = draws(logits, SamplingParams(temperature=1.0, top_k=3, top_p=0.4, seed=5), 500)
+    assert set(picked) == {1, 2}
+
+
+def test_low_temperature_concentrates_on_the_top_token() -> None:
+    logits = logits_row(3)
+    for temperature in (0.01, 1e-30):
+        picked = draws(logits, SamplingParams(temperature=temperature, seed=2), 200)
+        assert set(picked) == {int(torch.argmax(logits))}
+
+
+# Temperatures below MIN_TEMPERATURE would overflow float32 logits / temperature; they are greedy.
+def test_subnormal_temperature_does_not_break_sampling(settings: LLMSettings) -> None:
+    params = read_sampling({"temperature": "1e-39", "seed": "1"}, settings)  # accepted by validation
+    logits = logits_row(3)
+    assert draws(logits, params, 5) == [int(torch.argmax(logits))] * 5
