@@ -18,6 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,7 +66,15 @@ class Load:
     wall: float = 0.0
 
 
-async def service_load(url: str, streams: int, tokens: int, rounds: int, ramp: float = 0.0) -> Load:
+def generated_tokens(metrics_port: int) -> float:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    for line in body.splitlines():
+        if line.startswith("ragraph_llm_generated_tokens_total "):
+            return float(line.split()[1])
+    raise RuntimeError("ragraph_llm_generated_tokens_total not found")
+
+
+async def service_load(url: str, metrics_port: int, streams: int, tokens: int, rounds: int, ramp: float = 0.0) -> Load:
     """``streams`` clients, each sending ``rounds`` requests one after the other. With ``ramp`` = 0
     all start at once (a burst); otherwise client k starts at k * ramp / streams and only the
     requests sent after the ramp are measured (steady state, arrivals spread out)."""
@@ -89,7 +98,8 @@ async def service_load(url: str, streams: int, tokens: int, rounds: int, ramp: f
                 ):
                     now = time.perf_counter()
                     if "completion_tokens" in response.parameters:
-                        load.tokens += int(response.parameters["completion_tokens"])
+                        if not ramp:
+                            load.tokens += int(response.parameters["completion_tokens"])
                         if measured:
                             load.server_ttft.append(float(response.parameters["ttft_ms"]) / 1e3)
                             load.ttft.append(ttft)
@@ -100,16 +110,24 @@ async def service_load(url: str, streams: int, tokens: int, rounds: int, ramp: f
                     else:
                         inter.append(now - last)
                     last = now
-                    deltas.append(now)
             done.append(time.perf_counter())
+            first_done.set()
 
-        deltas: list[float] = []
+        async def window() -> None:
+            """Throughput while every stream runs: the service's token counter, read at the end
+            of the ramp and when the first stream is done."""
+            await asyncio.sleep(ramp)
+            start_count, start = await asyncio.to_thread(generated_tokens, metrics_port), time.perf_counter()
+            await first_done.wait()
+            end_count, end = await asyncio.to_thread(generated_tokens, metrics_port), time.perf_counter()
+            load.tokens, load.wall = int(end_count - start_count), end - start
+
         done: list[float] = []
-        await asyncio.gather(*(one_stream(k) for k in range(streams)))
-        if ramp:  # throughput over the window where every stream is running: one delta ~ one token
-            window = [t for t in deltas if origin + ramp <= t <= min(done)]
-            load.tokens, load.wall = len(window), min(done) - origin - ramp
+        first_done = asyncio.Event()
+        if ramp:
+            await asyncio.gather(window(), *(one_stream(k) for k in range(streams)))
         else:
+            await asyncio.gather(*(one_stream(k) for k in range(streams)))
             load.wall = max(done) - origin
     return load
 
@@ -164,12 +182,14 @@ def main() -> None:
     rows = []
     try:
         for streams in [int(n) for n in args.streams.split(",")]:
-            burst = asyncio.run(service_load(service.grpc_url, streams, args.tokens, args.rounds))
+            burst = asyncio.run(service_load(service.grpc_url, service.metrics_port, streams, args.tokens, args.rounds))
             rows.append(report(f"service, {streams} streams, all starting at once", streams, burst))
             if streams > 1:  # spread the starts over one request's time: arrivals desynchronise
                 per_request = burst.wall / args.rounds
                 steady = asyncio.run(
-                    service_load(service.grpc_url, streams, args.tokens, args.rounds + 2, ramp=per_request)
+                    service_load(
+                        service.grpc_url, service.metrics_port, streams, args.tokens, args.rounds + 2, ramp=per_request
+                    )
                 )
                 rows.append(report(f"service, {streams} streams, steady state", streams, steady))
     finally:

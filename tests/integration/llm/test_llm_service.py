@@ -103,15 +103,15 @@ def test_stream_deltas_join_to_infer_text(llm: InferenceClient) -> None:
 
 
 def test_concurrent_requests_share_batches_and_match_solo(llm_service: Service, llm: InferenceClient) -> None:
-    solo = [text_of(llm.infer("llm", {"prompt": [p]}, {**GREEDY, "max_tokens": 20})) for p in PROMPTS]
+    solo = [text_of(llm.infer("llm", {"prompt": [p]}, {**GREEDY, "max_tokens": 100})) for p in PROMPTS]
     results: dict[int, str] = {}
     before = metric(llm_service, "ragraph_llm_step_batch_size_sum") - metric(
         llm_service, "ragraph_llm_step_batch_size_count"
     )
 
     def run(i: int) -> None:
-        time.sleep(0.02 * i)  # staggered arrivals join a running batch
-        results[i] = text_of(llm.infer("llm", {"prompt": [PROMPTS[i % 3]]}, {**GREEDY, "max_tokens": 20}))
+        time.sleep(0.005 * i)  # staggered arrivals join a running batch (each runs 100 steps)
+        results[i] = text_of(llm.infer("llm", {"prompt": [PROMPTS[i % 3]]}, {**GREEDY, "max_tokens": 100}))
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(6)]
     for t in threads:
