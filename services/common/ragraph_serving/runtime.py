@@ -1,8 +1,8 @@
 """Base class of ragraph's MLServer runtimes.
 
 A runtime implements :meth:`RagraphRuntime.infer` (and, if it streams, :meth:`RagraphRuntime.stream`)
-on typed objects; this class converts MLServer's
-types at the edge and hands ragraph errors to MLServer in a form that keeps their gRPC code.
+on typed objects; this class converts MLServer's types at the edge and hands ragraph errors to
+MLServer in a form that keeps their gRPC code.
 """
 
 from __future__ import annotations

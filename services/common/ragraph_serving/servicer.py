@@ -32,9 +32,7 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, model: s
 
 
 def validate_request(request: Any) -> None:
-    """Check the request name and decode every tensor (naming the bad one) before MLServer sees it."""
-    if not request.model_name:
-        raise InvalidArgument("model_name is empty")
+    """Decode every tensor (naming the bad one) before MLServer's converters see it."""
     decode_wire_tensors(request.inputs, request.raw_input_contents, "input")
 
 
@@ -46,19 +44,24 @@ class RagraphInferenceServicer(InferenceServicer):
             await _abort(context, exc, request.name, request.version)
             raise
 
+    async def _is_ragraph_runtime(self, request: Any) -> bool:
+        """Whether the request's model is a ragraph runtime (unknown model: ModelNotFound). Those
+        go wire -> typed -> wire, decoding (and validating) the tensors once and skipping
+        MLServer's pydantic round trip (measured in docs/benchmarks.md); MLServer's request
+        metrics still apply."""
+        if not request.model_name:
+            raise InvalidArgument("model_name is empty")
+        target = await self._data_plane._model_registry.get_model(request.model_name, request.model_version or None)
+        return hasattr(target, "handle")
+
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
         try:
-            if not request.model_name:
-                raise InvalidArgument("model_name is empty")
             use_raw = bool(request.raw_input_contents)
-            version = request.model_version or None
-            target = await self._data_plane._model_registry.get_model(request.model_name, version)
-            if hasattr(target, "handle"):
-                # A ragraph runtime: wire -> typed -> wire, decoding (and validating) the tensors
-                # once and skipping MLServer's pydantic round trip (measured in
-                # docs/benchmarks.md); MLServer's request metrics still apply.
+            if await self._is_ragraph_runtime(request):
                 typed = read_request(request)
-                async with self._data_plane._infer_contextmanager(request.model_name, version) as model:
+                async with self._data_plane._infer_contextmanager(
+                    request.model_name, request.model_version or None
+                ) as model:
                     response = await model.handle(typed)
                 response.id = request.id
                 return fill_response(pb.ModelInferResponse(), response, raw=use_raw)
@@ -84,16 +87,14 @@ class RagraphInferenceServicer(InferenceServicer):
                 break
             if first is None:
                 return
-            if not first.model_name:
-                raise InvalidArgument("model_name is empty")
             use_raw = bool(first.raw_input_contents)
-            version = first.model_version or None
-            target = await self._data_plane._model_registry.get_model(first.model_name, version)
-            if hasattr(target, "handle_stream"):
-                # A ragraph runtime: typed all the way; closing this generator (client gone,
-                # deadline) closes the runtime's stream, which frees its work.
+            if await self._is_ragraph_runtime(first):
+                # Closing this generator (client gone, deadline) closes the runtime's stream,
+                # which frees its work.
                 typed = read_request(first)
-                async with self._data_plane._infer_contextmanager(first.model_name, version) as model:
+                async with self._data_plane._infer_contextmanager(
+                    first.model_name, first.model_version or None
+                ) as model:
                     async for response in model.handle_stream(typed):
                         response.id = first.id
                         yield fill_response(pb.ModelInferResponse(), response, raw=use_raw)
