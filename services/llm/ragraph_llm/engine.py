@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from prometheus_client import CollectorRegistry
 from ragraph_client.errors import RagraphError, ResourceExhausted, Unavailable
+from transformers import DynamicCache
 
 from .metrics import EngineMetrics
 from .model import LanguageModel
@@ -122,8 +124,7 @@ class Engine:
         self.max_queued = max_queued
         self.max_batch_time = max_batch_time_ms / 1000.0
         self.max_prefill_tokens = max_prefill_tokens
-        self.metrics = metrics
-        self.step_sizes: collections.Counter[int] = collections.Counter()
+        self.metrics = metrics or EngineMetrics(CollectorRegistry())  # unexported when none is given
         self._waiting: collections.deque[Sequence] = collections.deque()
         self._running: list[Sequence] = []
         self._batch: _Batch | None = None
@@ -178,8 +179,7 @@ class Engine:
             if self._closed:
                 raise Unavailable("the LLM engine is shutting down")
             if len(self._waiting) >= self.max_queued:
-                if self.metrics:
-                    self.metrics.rejected.inc()
+                self.metrics.rejected.inc()
                 raise ResourceExhausted(
                     f"the LLM queue is full ({len(self._waiting)} requests waiting, max_queued={self.max_queued}, "
                     f"{len(self._running)} running); retry later"
@@ -203,21 +203,15 @@ class Engine:
             self._lock.notify()
         self._thread.join(timeout=10)
 
-    def stats(self) -> dict[str, int]:
-        with self._lock:
-            return {"waiting": len(self._waiting), "running": len(self._running)}
-
     # -- engine thread ------------------------------------------------------------------------
 
     def _gauges(self) -> None:
-        if self.metrics:
-            self.metrics.queue_depth.set(len(self._waiting))
-            self.metrics.running.set(len(self._running))
+        self.metrics.queue_depth.set(len(self._waiting))
+        self.metrics.running.set(len(self._running))
 
     def _count_finish(self, seq: Sequence, reason: str) -> None:
         seq.finish_reason = reason
-        if self.metrics:
-            self.metrics.finished.labels(reason=reason).inc()
+        self.metrics.finished.labels(reason=reason).inc()
 
     def _loop(self) -> None:
         while True:
@@ -287,8 +281,6 @@ class Engine:
         width = max(len(s.prompt_ids) for s in new)
         ids = torch.tensor([[pad] * (width - len(s.prompt_ids)) + s.prompt_ids for s in new], device=device)
         mask = torch.tensor([[0] * (width - len(s.prompt_ids)) + [1] * len(s.prompt_ids) for s in new], device=device)
-        from transformers import DynamicCache
-
         cache = DynamicCache(config=self.lm.model.config)
         logits = self._forward(ids, mask, cache)
         batch = _Batch(cache, mask)
@@ -296,8 +288,7 @@ class Engine:
             self._mergeable = batch.mergeable()
             log.info("KV cache %s merge: %s batching", "can" if self._mergeable else "cannot",
                      "continuous" if self._mergeable else "static")  # fmt: skip
-        if self.metrics:
-            self.metrics.prompt_tokens.inc(sum(len(s.prompt_ids) for s in new))
+        self.metrics.prompt_tokens.inc(sum(len(s.prompt_ids) for s in new))
         with self._lock:
             if self._batch is None:
                 self._batch = batch
@@ -323,9 +314,7 @@ class Engine:
             input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
             use_cache=True, logits_to_keep=1,
         )  # fmt: skip
-        self.step_sizes[ids.shape[0]] += 1
-        if self.metrics:
-            self.metrics.batch_size.observe(ids.shape[0])
+        self.metrics.batch_size.observe(ids.shape[0])
         return out.logits[:, -1, :].float()
 
     def _emit(self, seqs: list[Sequence], logits: torch.Tensor) -> None:
@@ -344,13 +333,11 @@ class Engine:
             seq.tokens.append(token)
             if seq.first_token_at == 0.0:
                 seq.first_token_at = now
-                if self.metrics:
-                    self.metrics.ttft.observe(now - seq.submitted)
-            elif self.metrics:
+                self.metrics.ttft.observe(now - seq.submitted)
+            else:
                 self.metrics.inter_token.observe(now - seq.last_token_at)
             seq.last_token_at = now
-            if self.metrics:
-                self.metrics.tokens.inc()
+            self.metrics.tokens.inc()
             if token in self.lm.eos_ids:
                 self._finish(seq, "stop", "")
                 continue

@@ -89,8 +89,8 @@ def choose(logits: torch.Tensor, params: SamplingParams, generator: torch.Genera
         scores = scores.masked_fill(scores < kth, float("-inf"))
     if params.top_p < 1.0:
         ordered, index = torch.sort(scores, descending=True)
-        cumulative = torch.softmax(ordered, dim=-1).cumsum(dim=-1)
-        drop = cumulative - torch.softmax(ordered, dim=-1) >= params.top_p  # keep the token crossing top_p
+        probs = torch.softmax(ordered, dim=-1)
+        drop = probs.cumsum(dim=-1) - probs >= params.top_p  # keep the token crossing top_p
         ordered = ordered.masked_fill(drop, float("-inf"))
         scores = torch.full_like(scores, float("-inf")).scatter(0, index, ordered)
     probs = torch.softmax(scores, dim=-1)
