@@ -18,7 +18,6 @@ import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +26,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from tests.fixtures.servers import start_service  # noqa: E402
+from tests.fixtures.servers import Service, start_service  # noqa: E402
 from tests.fixtures.tiny_llm import build_tiny_llm  # noqa: E402
 
 TOPICS = ["the printing press", "vector search", "a busy kitchen", "network retries", "movable type", "a RAG router"]
@@ -66,15 +65,7 @@ class Load:
     wall: float = 0.0
 
 
-def generated_tokens(metrics_port: int) -> float:
-    body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
-    for line in body.splitlines():
-        if line.startswith("ragraph_llm_generated_tokens_total "):
-            return float(line.split()[1])
-    raise RuntimeError("ragraph_llm_generated_tokens_total not found")
-
-
-async def service_load(url: str, metrics_port: int, streams: int, tokens: int, rounds: int, ramp: float = 0.0) -> Load:
+async def service_load(service: Service, streams: int, tokens: int, rounds: int, ramp: float = 0.0) -> Load:
     """``streams`` clients, each sending ``rounds`` requests one after the other. With ``ramp`` = 0
     all start at once (a burst); otherwise client k starts at k * ramp / streams and only the
     requests sent after the ramp are measured (steady state, arrivals spread out)."""
@@ -83,7 +74,7 @@ async def service_load(url: str, metrics_port: int, streams: int, tokens: int, r
     load = Load()
     params = {"max_tokens": tokens, "temperature": "0"}
     texts = prompts(streams * rounds)
-    async with AsyncInferenceClient(url, timeout=600, float_params="string") as client:
+    async with AsyncInferenceClient(service.grpc_url, timeout=600, float_params="string") as client:
         await client.infer("llm", {"prompt": ["warm up"]}, {**params, "max_tokens": 4})
         origin = time.perf_counter()
 
@@ -117,9 +108,15 @@ async def service_load(url: str, metrics_port: int, streams: int, tokens: int, r
             """Throughput while every stream runs: the service's token counter, read at the end
             of the ramp and when the first stream is done."""
             await asyncio.sleep(ramp)
-            start_count, start = await asyncio.to_thread(generated_tokens, metrics_port), time.perf_counter()
+            start_count, start = (
+                await asyncio.to_thread(service.metric, "ragraph_llm_generated_tokens_total"),
+                time.perf_counter(),
+            )
             await first_done.wait()
-            end_count, end = await asyncio.to_thread(generated_tokens, metrics_port), time.perf_counter()
+            end_count, end = (
+                await asyncio.to_thread(service.metric, "ragraph_llm_generated_tokens_total"),
+                time.perf_counter(),
+            )
             load.tokens, load.wall = int(end_count - start_count), end - start
 
         done: list[float] = []
@@ -182,15 +179,11 @@ def main() -> None:
     rows = []
     try:
         for streams in [int(n) for n in args.streams.split(",")]:
-            burst = asyncio.run(service_load(service.grpc_url, service.metrics_port, streams, args.tokens, args.rounds))
+            burst = asyncio.run(service_load(service, streams, args.tokens, args.rounds))
             rows.append(report(f"service, {streams} streams, all starting at once", streams, burst))
             if streams > 1:  # spread the starts over one request's time: arrivals desynchronise
                 per_request = burst.wall / args.rounds
-                steady = asyncio.run(
-                    service_load(
-                        service.grpc_url, service.metrics_port, streams, args.tokens, args.rounds + 2, ramp=per_request
-                    )
-                )
+                steady = asyncio.run(service_load(service, streams, args.tokens, args.rounds + 2, ramp=per_request))
                 rows.append(report(f"service, {streams} streams, steady state", streams, steady))
     finally:
         service.stop()

@@ -5,9 +5,7 @@ which InferParameter forms carry numbers (int64, string; double is dropped by ML
 from __future__ import annotations
 
 import json
-import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import grpc
@@ -16,7 +14,7 @@ import pytest
 from ragraph_client.client import InferenceClient
 from ragraph_client.errors import RagraphError
 
-from tests.fixtures.servers import Service
+from tests.fixtures.servers import Service, wait_for
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 GREEDY = {"temperature": "0"}
@@ -88,23 +86,6 @@ def llm(llm_service: Service) -> Iterator[InferenceClient]:
         yield client
 
 
-def metric(service: Service, name: str, labels: str = "") -> float:
-    body = urllib.request.urlopen(f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=10).read().decode()
-    total = 0.0
-    for line in body.splitlines():
-        if line.split(" ")[0].split("{")[0] == name and (not labels or labels in line):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize(("bad", "via"), CASES)
 def test_bad_request_names_what_is_wrong(llm: InferenceClient, bad: Bad, via: str) -> None:
     with pytest.raises(RagraphError) as info:
@@ -123,7 +104,7 @@ def test_table_is_big_enough() -> None:
 
 
 def test_server_still_serves_after_bad_requests(llm_service: Service, llm: InferenceClient) -> None:
-    generated = metric(llm_service, "ragraph_llm_generated_tokens_total")
+    generated = llm_service.metric("ragraph_llm_generated_tokens_total")
     response = llm.infer("llm", PROMPT, {**GREEDY, "max_tokens": 5})
     assert response.parameters["completion_tokens"] == 5
     assert response.parameters["finish_reason"] == "length"
@@ -133,9 +114,9 @@ def test_server_still_serves_after_bad_requests(llm_service: Service, llm: Infer
     # nothing left behind by the failed requests: no sequence running or queued (the engine
     # updates its gauges just after it answers, so poll), and only the two good requests above
     # generated tokens
-    wait_for(lambda: metric(llm_service, "ragraph_llm_running_sequences") == 0)
-    wait_for(lambda: metric(llm_service, "ragraph_llm_queue_depth") == 0)
-    assert metric(llm_service, "ragraph_llm_generated_tokens_total") - generated == 10
+    wait_for(lambda: llm_service.metric("ragraph_llm_running_sequences") == 0)
+    wait_for(lambda: llm_service.metric("ragraph_llm_queue_depth") == 0)
+    assert llm_service.metric("ragraph_llm_generated_tokens_total") - generated == 10
 
 
 def completion_tokens(client: InferenceClient, params: dict[str, Any]) -> int:

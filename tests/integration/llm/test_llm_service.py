@@ -6,7 +6,6 @@ import asyncio
 import json
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from ragraph_client.client import AsyncInferenceClient, InferenceClient
 from ragraph_client.errors import RagraphError
 from ragraph_client.tensors import InferResponse
 
-from tests.fixtures.servers import Service, start_llm
+from tests.fixtures.servers import Service, start_llm, wait_for
 
 GREEDY = {"temperature": "0"}
 PROMPTS = [
@@ -66,17 +65,6 @@ def collect(stream: Iterator[InferResponse]) -> tuple[list[str], dict[str, Any]]
     return deltas, last
 
 
-def metric(service: Service, name: str, labels: str = "") -> float:
-    body = urllib.request.urlopen(f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=10).read().decode()
-    total = 0.0
-    for line in body.splitlines():
-        if line.startswith(name) and (not labels or labels in line):
-            key = line.split(" ")[0].split("{")[0]
-            if key == name:
-                total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 def test_infer_matches_generate_and_reports_totals(llm: InferenceClient, reference: Any) -> None:
     tokenizer, _ = reference
     for prompt in PROMPTS:
@@ -105,8 +93,8 @@ def test_stream_deltas_join_to_infer_text(llm: InferenceClient) -> None:
 def test_concurrent_requests_share_batches_and_match_solo(llm_service: Service, llm: InferenceClient) -> None:
     solo = [text_of(llm.infer("llm", {"prompt": [p]}, {**GREEDY, "max_tokens": 100})) for p in PROMPTS]
     results: dict[int, str] = {}
-    before = metric(llm_service, "ragraph_llm_step_batch_size_sum") - metric(
-        llm_service, "ragraph_llm_step_batch_size_count"
+    before = llm_service.metric("ragraph_llm_step_batch_size_sum") - llm_service.metric(
+        "ragraph_llm_step_batch_size_count"
     )
 
     def run(i: int) -> None:
@@ -119,8 +107,8 @@ def test_concurrent_requests_share_batches_and_match_solo(llm_service: Service, 
     for t in threads:
         t.join()
     assert [results[i] for i in range(6)] == [solo[i % 3] for i in range(6)]
-    after = metric(llm_service, "ragraph_llm_step_batch_size_sum") - metric(
-        llm_service, "ragraph_llm_step_batch_size_count"
+    after = llm_service.metric("ragraph_llm_step_batch_size_sum") - llm_service.metric(
+        "ragraph_llm_step_batch_size_count"
     )
     assert after > before, "some engine steps ran more than one sequence"
 
@@ -176,21 +164,12 @@ def test_deadline_cancels_generation(llm_service: Service, llm: InferenceClient)
     start = time.monotonic()
     assert llm.infer("llm", {"prompt": ["slow"]}, params).parameters["completion_tokens"] == 240
     full = time.monotonic() - start
-    cancelled = metric(llm_service, "ragraph_llm_finished_sequences_total", 'reason="cancelled"')
+    cancelled = llm_service.metric("ragraph_llm_finished_sequences_total", 'reason="cancelled"')
     with pytest.raises(RagraphError) as info:
         llm.infer("llm", {"prompt": ["slow"]}, params, timeout=full / 4)
     assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
-    wait_for(lambda: metric(llm_service, "ragraph_llm_finished_sequences_total", 'reason="cancelled"') > cancelled)
-    wait_for(lambda: metric(llm_service, "ragraph_llm_running_sequences") == 0)
-
-
-def wait_for(check: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
+    wait_for(lambda: llm_service.metric("ragraph_llm_finished_sequences_total", 'reason="cancelled"') > cancelled)
+    wait_for(lambda: llm_service.metric("ragraph_llm_running_sequences") == 0)
 
 
 @pytest.fixture(scope="module")
@@ -211,17 +190,17 @@ def test_cancel_mid_stream_frees_the_slot(narrow_service: Service) -> None:
         first = [text_of(next(stream)) for _ in range(3)]
         assert all(isinstance(t, str) for t in first)
         stream.close()  # the client goes away mid-stream
-        wait_for(lambda: metric(narrow_service, "ragraph_llm_running_sequences") == 0)
-        assert metric(narrow_service, "ragraph_llm_finished_sequences_total", 'reason="cancelled"') >= 1
+        wait_for(lambda: narrow_service.metric("ragraph_llm_running_sequences") == 0)
+        assert narrow_service.metric("ragraph_llm_finished_sequences_total", 'reason="cancelled"') >= 1
         # the one slot is free again: a short request runs now, not after 230 tokens
         response = client.infer("llm", {"prompt": ["next"]}, {**GREEDY, "max_tokens": 4})
         assert response.parameters["completion_tokens"] == 4
-        assert metric(narrow_service, "ragraph_llm_generated_tokens_total") < 100
+        assert narrow_service.metric("ragraph_llm_generated_tokens_total") < 100
 
 
 async def test_queue_full_is_resource_exhausted_immediately(narrow_service: Service) -> None:
     async def gauge(name: str) -> float:
-        return await asyncio.to_thread(metric, narrow_service, name)
+        return await asyncio.to_thread(narrow_service.metric, name)
 
     async def until(name: str, value: float) -> None:
         for _ in range(200):
@@ -258,7 +237,7 @@ async def test_queue_full_is_resource_exhausted_immediately(narrow_service: Serv
 
 def test_metrics_exposed(llm_service: Service, llm: InferenceClient) -> None:
     llm.infer("llm", {"prompt": ["metrics"]}, {**GREEDY, "max_tokens": 5})
-    assert metric(llm_service, "ragraph_llm_time_to_first_token_seconds_count") >= 1
-    assert metric(llm_service, "ragraph_llm_inter_token_seconds_count") >= 4
-    assert metric(llm_service, "ragraph_llm_generated_tokens_total") >= 5
-    assert metric(llm_service, "ragraph_llm_finished_sequences_total", 'reason="length"') >= 1
+    assert llm_service.metric("ragraph_llm_time_to_first_token_seconds_count") >= 1
+    assert llm_service.metric("ragraph_llm_inter_token_seconds_count") >= 4
+    assert llm_service.metric("ragraph_llm_generated_tokens_total") >= 5
+    assert llm_service.metric("ragraph_llm_finished_sequences_total", 'reason="length"') >= 1
