@@ -27,7 +27,7 @@ protos: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check clients services tests bench
-	$(BIN)/mypy clients/ragraph_client clients/ragraph_cli services/common/ragraph_serving services/encoder/ragraph_encoder services/llm/ragraph_llm
+	$(BIN)/mypy clients/ragraph_client clients/ragraph_cli services/common/ragraph_serving services/encoder/ragraph_encoder services/llm/ragraph_llm services/router/ragraph_retrieval
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m pytest -q -p no:cacheprovider

@@ -109,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--timeout", type=float, default=30.0)
     infer.add_argument("--json", action="store_true", help="one-line JSON")
     infer.set_defaults(func=_infer)
+
+    from .retrieval import add_commands
+
+    add_commands(commands)
     return parser
 
 
