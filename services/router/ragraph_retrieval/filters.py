@@ -171,3 +171,11 @@ def to_sql(node: Node, params: list[Any]) -> str:
         return _cond_sql(node, params)
     joiner = " AND " if node.op == "$and" else " OR "
     return "(" + joiner.join(to_sql(part, params) for part in node.parts) + ")"
+
+
+def to_dict(node: Node) -> dict[str, Any]:
+    """The filter in Pinecone's canonical JSON form (every condition as ``{field: {op: value}}``),
+    as sent to Pinecone."""
+    if isinstance(node, Cond):
+        return {node.field: {node.op: node.value}}
+    return {node.op: [to_dict(part) for part in node.parts]}

@@ -26,7 +26,7 @@ import numpy as np
 from ragraph_client.errors import InvalidArgument
 
 from . import filters
-from .store import Match, Record, StoreStats, VectorStore, as_vector, check_record
+from .store import Match, Record, StoreStats, VectorStore, as_vector, check_query, check_record
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -236,11 +236,7 @@ class LocalStore(VectorStore):
         namespace: str | None = None,
     ) -> list[Match]:
         ns = self.ns(namespace)
-        if top_k < 1:
-            raise InvalidArgument(f"top_k must be at least 1, got {top_k}")
-        q = as_vector(vector)
-        if self.dimension is not None and q.shape != (self.dimension,):
-            raise InvalidArgument(f"query vector has shape {list(q.shape)}, the store holds [{self.dimension}]")
+        q = check_query(vector, top_k, self.dimension)
         matrix = self._matrix(ns)
         if not matrix.ids:
             return []

@@ -93,6 +93,16 @@ def as_vector(values: Sequence[float] | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(values, dtype=np.float32)
 
 
+def check_query(vector: np.ndarray, top_k: int, dimension: int | None) -> np.ndarray:
+    """The query vector as float32, or InvalidArgument naming what is wrong."""
+    if top_k < 1:
+        raise InvalidArgument(f"top_k must be at least 1, got {top_k}")
+    q = as_vector(vector)
+    if dimension is not None and q.shape != (dimension,):
+        raise InvalidArgument(f"query vector has shape {list(q.shape)}, the store holds [{dimension}]")
+    return q
+
+
 class VectorStore(ABC):
     """What the retriever, ingest and search need from a vector database.
 
