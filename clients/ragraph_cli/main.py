@@ -53,6 +53,16 @@ def _serve_llm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_router(args: argparse.Namespace) -> int:
+    from ragraph_router.server import create_server, run
+    from ragraph_router.settings import RouterSettings
+
+    settings = RouterSettings(**_overrides(args, ("graph", "grpc_port", "host", "model_name")))  # type: ignore[arg-type]
+    server, _ = create_server(settings)
+    run(server)
+    return 0
+
+
 def _add_common(parser: argparse.ArgumentParser, model_help: str) -> None:
     parser.add_argument("--model", help=model_help)
     parser.add_argument("--grpc-port", type=int)
@@ -99,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     llm.add_argument("--max-queued", type=int, help="most waiting requests before RESOURCE_EXHAUSTED")
     llm.add_argument("--context-window", type=int, help="override the model's context window (tokens)")
     llm.set_defaults(func=_serve_llm)
+
+    router = services.add_parser("router", help="the RAG graph: our own grpc.aio V2 server over the other nodes")
+    router.add_argument("--graph", help="graph YAML (default: the shipped rag graph)")
+    router.add_argument("--grpc-port", type=int)
+    router.add_argument("--host")
+    router.add_argument("--model-name", help="V2 model name of the graph (default rag)")
+    router.set_defaults(func=_serve_router)
 
     infer = commands.add_parser("infer", help="send texts to a V2 model and print the outputs")
     infer.add_argument("model")

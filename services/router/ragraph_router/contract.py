@@ -1,0 +1,76 @@
+"""The contract check: before the router reports ready (and on demand, ``ragraph graph check``),
+every MODEL node's ModelMetadata is fetched and each edge of the graph is verified against it:
+the tensors a node is sent (names, datatype, rank) and the outputs other nodes read from it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ragraph_client.client import AsyncInferenceClient
+from ragraph_client.errors import RagraphError
+from ragraph_client.tensors import ModelMetadata, TensorSpec
+
+from .graph import Graph, Node
+
+# What the router sends for an input fed from a graph value: text values go as BYTES of rank 1.
+_SENT = TensorSpec("", "BYTES", [1])
+# What a node reading another node's output needs from it (by the reader's type).
+_NEEDS = {"RETRIEVER": ("FP32", 2)}
+
+
+def _where(node: Node) -> str:
+    assert node.endpoint
+    return f"{node.endpoint.model}@{node.endpoint.url}"
+
+
+def _check_node(graph: Graph, node: Node, meta: ModelMetadata) -> list[str]:
+    problems = []
+    declared_in = {t.name: t for t in meta.inputs}
+    for name, ref in node.inputs.items():
+        refs = [ref] if isinstance(ref, str) else ref
+        edge = f"edge {' | '.join(refs)} -> {node.name}.{name}"
+        spec = declared_in.get(name)
+        if spec is None:
+            problems.append(f"{edge}: {_where(node)} has no input {name!r} (its inputs: {sorted(declared_in)})")
+        elif spec.datatype != _SENT.datatype or len(spec.shape) != len(_SENT.shape):
+            problems.append(
+                f"{edge}: the graph sends {_SENT.datatype} rank {len(_SENT.shape)}, {_where(node)} declares "
+                f"{name!r} as {spec.datatype} {spec.shape}"
+            )
+    declared_out = {t.name: t for t in meta.outputs}
+    for reader in graph.nodes:
+        for ref in reader.refs():
+            head, _, out = ref.partition(".")
+            if head != node.name or out == "parameters" or reader is node:
+                continue
+            edge = f"edge {node.name}.{out} -> {reader.name}"
+            spec = declared_out.get(out)
+            if spec is None:
+                problems.append(f"{edge}: {_where(node)} has no output {out!r} (its outputs: {sorted(declared_out)})")
+                continue
+            need = _NEEDS.get(reader.type)
+            if need and (spec.datatype != need[0] or len(spec.shape) != need[1]):
+                problems.append(
+                    f"{edge}: {reader.name} ({reader.type}) needs {need[0]} rank {need[1]}, {_where(node)} declares "
+                    f"{out!r} as {spec.datatype} {spec.shape}"
+                )
+    return problems
+
+
+async def check(graph: Graph, clients: Mapping[str, AsyncInferenceClient], timeout: float = 5.0) -> list[str]:
+    """Every problem found, one line each naming the edge and both sides; [] when the graph fits."""
+    problems: list[str] = []
+    for node in graph.nodes:
+        if node.type != "MODEL" or not node.endpoint or not node.endpoint.url or not node.endpoint.model:
+            continue
+        client = clients[node.endpoint.url]
+        try:
+            if not await client.model_ready(node.endpoint.model, timeout=timeout):
+                problems.append(f"node {node.name}: {_where(node)} is not ready")
+                continue
+            meta = await client.metadata(node.endpoint.model, timeout=timeout)
+        except RagraphError as exc:
+            problems.append(f"node {node.name}: {_where(node)} unreachable ({exc.code.name}: {exc.message})")
+            continue
+        problems.extend(_check_node(graph, node, meta))
+    return problems

@@ -1,0 +1,297 @@
+"""Running the graph for one request: walk from the entry node, call each node under its
+policy (share of the deadline, retries, on_error), and yield events as they happen: the sources
+once retrieval is done, each text delta of the streaming node, and the final result."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from ragraph_client.client import AsyncInferenceClient
+from ragraph_client.errors import DeadlineExceeded, RagraphError, Unavailable
+from ragraph_retrieval import filters
+from ragraph_retrieval.store import VectorStore
+from ragraph_retrieval.tokens import TokenCounter
+
+from .graph import Graph, Node
+from .prompt import PromptBuilder, Source
+from .values import NodeStatus, Values, as_input
+
+log = logging.getLogger("ragraph.router")
+T = TypeVar("T")
+_RETRYABLE = (Unavailable,)
+
+
+@dataclass
+class RagRequest:
+    question: str
+    namespace: str | None = None
+    top_k: int | None = None
+    filter: filters.Node | None = None
+    params: dict[str, Any] = field(default_factory=dict)  # everything the caller sent, for ``forward``
+    debug: bool = False
+    id: str = ""
+
+
+@dataclass
+class SourcesEvent:
+    sources: list[Source]
+
+
+@dataclass
+class DeltaEvent:
+    text: str
+
+
+@dataclass
+class FinalEvent:
+    answer: str
+    sources: list[Source]
+    label: str
+    guard: str
+    parameters: dict[str, Any]
+
+
+Event = SourcesEvent | DeltaEvent | FinalEvent
+
+
+class Executor:
+    def __init__(
+        self,
+        graph: Graph,
+        clients: Mapping[str, AsyncInferenceClient],
+        stores: Mapping[str, VectorStore],
+        counter: TokenCounter,
+    ) -> None:
+        self.graph = graph
+        self.clients = clients
+        self.stores = stores
+        self.counter = counter
+
+    # --- policy ------------------------------------------------------------------------------
+
+    async def _attempts(self, node: Node, values: Values, deadline: float, call: Callable[[float], Awaitable[T]]) -> T:
+        """``call(timeout)`` under the node's deadline share and retries."""
+        status = values.nodes
+        for attempt in range(node.retries + 1):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0.001:
+                raise DeadlineExceeded(f"node {node.name}: the request deadline expired before it could run")
+            timeout = min(remaining, node.timeout_ms / 1000) if node.timeout_ms else remaining
+            status[node.name].attempts = attempt + 1
+            try:
+                return await asyncio.wait_for(call(timeout), timeout)
+            except TimeoutError:
+                error: RagraphError = DeadlineExceeded(f"node {node.name}: no answer within {timeout * 1000:.0f} ms")
+            except RagraphError as exc:
+                error = exc
+            if attempt == node.retries or not isinstance(error, _RETRYABLE):
+                raise error
+            await asyncio.sleep(min(0.05 * 2**attempt, max(0.0, deadline - time.monotonic())))
+        raise AssertionError("unreachable")
+
+    # --- node kinds ----------------------------------------------------------------------------
+
+    def _inputs(self, node: Node, values: Values) -> dict[str, Any]:
+        out = {}
+        for name, ref in node.inputs.items():
+            value = values.get(ref)
+            if value is None:
+                raise Unavailable(f"node {node.name}: input {name!r} has no value ({ref} was not produced)")
+            out[name] = value
+        return out
+
+    def _params(self, node: Node, request: RagRequest) -> dict[str, Any]:
+        params = dict(node.parameters)
+        for name in node.forward:
+            if name in request.params:
+                params[name] = request.params[name]
+        return params
+
+    async def _model(self, node: Node, values: Values, request: RagRequest, deadline: float) -> AsyncIterator[Event]:
+        assert node.endpoint and node.endpoint.url and node.endpoint.model
+        client, model = self.clients[node.endpoint.url], node.endpoint.model
+        inputs = {k: as_input(k, v) for k, v in self._inputs(node, values).items()}
+        params = self._params(node, request)
+        if not node.stream:
+            response = await self._attempts(
+                node, values, deadline, lambda t: client.infer(model, inputs, params, timeout=t, id=request.id)
+            )
+            values.put_response(node.name, response)
+            return
+        remaining = deadline - time.monotonic()
+        timeout = min(remaining, node.timeout_ms / 1000) if node.timeout_ms else remaining
+        if timeout <= 0.001:
+            raise DeadlineExceeded(f"node {node.name}: the request deadline expired before it could run")
+        values.nodes[node.name].attempts = 1
+        parts: list[str] = []
+        async for response in client.stream(model, inputs, params, style=node.stream_style, timeout=timeout):
+            for tensor in response.outputs:
+                if tensor.datatype == "BYTES":
+                    delta = "".join(tensor.as_strings())
+                    if delta:
+                        parts.append(delta)
+                        yield DeltaEvent(delta)
+            if response.parameters:
+                values.data[f"{node.name}.parameters"] = {
+                    **values.data.get(f"{node.name}.parameters", {}),
+                    **response.parameters,
+                }
+        values.data[f"{node.name}.text"] = "".join(parts)
+
+    async def _retrieve(self, node: Node, values: Values, request: RagRequest, deadline: float) -> None:
+        assert node.endpoint and node.endpoint.store
+        store = self.stores[node.endpoint.store]
+        vector = self._inputs(node, values)["vector"]
+        vector = vector[0] if getattr(vector, "ndim", 1) == 2 else vector
+        top_k = request.top_k or int(node.parameters.get("top_k", 4))
+        where = request.filter
+        namespace = request.namespace if request.namespace is not None else node.parameters.get("namespace")
+        matches = await self._attempts(
+            node, values, deadline, lambda t: asyncio.to_thread(store.query, vector, top_k, where, namespace)
+        )
+        values.data[f"{node.name}.matches"] = matches
+
+    def _combine(self, node: Node, values: Values) -> Event | None:
+        if node.combine == "refusal":
+            values.data[f"{node.name}.text"] = str(node.parameters.get("text", "I can't help with that."))
+            return None
+        if node.combine == "prompt":
+            builder = PromptBuilder(self.counter, int(node.parameters.get("budget_tokens", 1536)))
+            inputs = self._inputs(node, values)
+            prompt = builder.build(inputs["question"], inputs["matches"])
+            values.data[f"{node.name}.messages"] = json.dumps(prompt.messages)
+            values.data[f"{node.name}.sources"] = prompt.sources
+            values.data[f"{node.name}.tokens"] = prompt.tokens
+            return SourcesEvent(prompt.sources)
+        refs = node.inputs
+        values.data["answer"] = {name: values.get(ref) for name, ref in refs.items()}
+        return None
+
+    # --- the walk ----------------------------------------------------------------------------
+
+    def _route(self, node: Node, values: Values) -> str:
+        for condition in node.conditions:
+            if all(_holds(values.get(ref), spec) for ref, spec in condition.when.items()):
+                return condition.goto
+        if node.default_child is None:
+            raise Unavailable(f"node {node.name}: no condition matched and no default route")
+        return node.default_child
+
+    async def run(self, request: RagRequest, deadline: float) -> AsyncIterator[Event]:
+        values = Values()
+        values.data["request.question"] = request.question
+        for key, value in request.params.items():
+            values.data[f"request.{key}"] = value
+        queue = [self.graph.entry.name]
+        seen: set[str] = set()
+        while queue:
+            name = queue.pop(0)
+            if name in seen:
+                continue
+            seen.add(name)
+            node = self.graph.node(name)
+            values.path.append(name)
+            status = values.nodes.setdefault(name, NodeStatus())
+            started = time.perf_counter()
+            try:
+                if node.type == "MODEL":
+                    async for event in self._model(node, values, request, deadline):
+                        yield event
+                elif node.type == "RETRIEVER":
+                    await self._retrieve(node, values, request, deadline)
+                elif node.type == "COMBINER":
+                    combined = self._combine(node, values)
+                    if combined is not None:
+                        yield combined
+                status.status = "ok"
+            except RagraphError as exc:
+                status.error = f"{exc.code.name}: {exc.message}"
+                if node.on_error == "fail":
+                    status.status = "failed"
+                    raise type(exc)(_named(node, exc.message), exc.code) from exc
+                status.status = "skipped" if node.on_error == "skip" else "default"
+                for key, value in node.default.items():
+                    values.data[f"{node.name}.{key}"] = value
+                log.warning("node %s failed (%s), policy %s: going on", node.name, status.error, node.on_error)
+            finally:
+                status.ms = (time.perf_counter() - started) * 1000
+            queue.extend([self._route(node, values)] if node.type == "ROUTER" else node.children)
+        yield self._final(values, request)
+
+    def _final(self, values: Values, request: RagRequest) -> FinalEvent:
+        answer = values.data.get("answer", {})
+        sources = answer.get("sources") or []
+        gen = next((n for n in self.graph.nodes if n.stream), None)
+        gen_params = values.data.get(f"{gen.name}.parameters", {}) if gen else {}
+        params: dict[str, Any] = {
+            "prompt_tokens": int(gen_params.get("prompt_tokens", 0) or 0),
+            "completion_tokens": int(gen_params.get("completion_tokens", 0) or 0),
+            "ttft_ms": float(gen_params.get("ttft_ms", 0.0) or 0.0),
+            "finish_reason": str(gen_params.get("finish_reason", "")),
+            "nodes": json.dumps({k: v.as_json() for k, v in values.nodes.items()}),
+            "flagged": values.flagged,
+        }
+        if request.debug:
+            params["debug"] = json.dumps(self._trace(values, gen.name if gen else None))
+        log.debug("request %s: %s", request.id, params["nodes"])
+        return FinalEvent(
+            answer=str(answer.get("answer") or ""),
+            sources=list(sources),
+            label=str(answer.get("label") or ""),
+            guard=str(answer.get("guard") or ""),
+            parameters=params,
+        )
+
+    def _trace(self, values: Values, gen: str | None) -> dict[str, Any]:
+        total_ms = (time.perf_counter() - values.started) * 1000
+        matches: list[Any] = next((v for k, v in values.data.items() if k.endswith(".matches")), []) or []
+        gen_params = values.data.get(f"{gen}.parameters", {}) if gen else {}
+        completion = int(gen_params.get("completion_tokens", 0) or 0)
+        gen_ms = values.nodes[gen].ms if gen and gen in values.nodes else 0.0
+        return {
+            "path": values.path,
+            "nodes": {k: v.as_json() for k, v in values.nodes.items()},
+            "retrieved": [
+                {"id": m.id, "doc_id": m.metadata.get("doc_id"), "score": round(m.score, 4)} for m in matches
+            ],
+            "ttft_ms": float(gen_params["ttft_ms"]) if gen_params.get("ttft_ms") is not None else None,
+            "tokens_per_s": round(completion / (gen_ms / 1000), 1) if gen_ms > 0 and completion else None,
+            "total_ms": round(total_ms, 2),
+        }
+
+
+def _named(node: Node, message: str) -> str:
+    where = node.endpoint.url if node.endpoint and node.endpoint.url else (node.endpoint.store if node.endpoint else "")
+    prefix = f"node {node.name}"
+    if message.startswith(prefix):
+        return message
+    return (
+        f"{prefix} ({node.endpoint.model}@{where}): {message}"
+        if node.endpoint and node.endpoint.model
+        else (f"{prefix}: {message}")
+    )
+
+
+def _holds(value: Any, spec: Any) -> bool:
+    """ROUTER conditions: a bare value means equality; ``$eq $ne $in $nin $gt $gte $lt $lte``
+    otherwise (comparisons only hold for numbers)."""
+    if not isinstance(spec, dict):
+        return bool(value == spec)
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    ops = {
+        "$eq": lambda v: value == v,
+        "$ne": lambda v: value != v,
+        "$in": lambda v: value in v,
+        "$nin": lambda v: value not in v,
+        "$gt": lambda v: number and value > v,
+        "$gte": lambda v: number and value >= v,
+        "$lt": lambda v: number and value < v,
+        "$lte": lambda v: number and value <= v,
+    }
+    return all(ops[op](arg) for op, arg in spec.items())

@@ -1,0 +1,193 @@
+"""The graph spec: YAML in, validated typed nodes out. Documented in ``docs/graph.md``.
+
+Values flow by name: a node's outputs are stored as ``<node>.<output>``; the request's inputs
+and parameters as ``request.<name>``. A node's ``inputs`` map what it sends to references; a
+list of references means "the first one that has a value".
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from ragraph_client.errors import InvalidArgument
+
+NodeType = Literal["MODEL", "RETRIEVER", "ROUTER", "COMBINER"]
+_CONDITION_OPS = {"$eq", "$ne", "$in", "$nin", "$gt", "$gte", "$lt", "$lte"}
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class GraphError(InvalidArgument):
+    """A graph file that cannot run; the message names the node and field."""
+
+
+class Endpoint(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str | None = Field(None, description="host:port of a V2 gRPC server (MODEL nodes).")
+    model: str | None = Field(None, description="V2 model name on that server.")
+    store: str | None = Field(None, description="Store URI (RETRIEVER nodes): local://PATH or pinecone://INDEX.")
+
+
+class Condition(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    when: dict[str, Any] = Field(description="{reference: value or {$eq|$ne|$in|$nin: ...}}, all must hold.")
+    goto: str
+
+
+class Node(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    type: NodeType
+    endpoint: Endpoint | None = None
+    children: list[str] = Field(default_factory=list)
+    inputs: dict[str, str | list[str]] = Field(default_factory=dict)
+    parameters: dict[str, Any] = Field(default_factory=dict, description="Sent with every call (MODEL).")
+    forward: list[str] = Field(default_factory=list, description="Request parameters passed on to this node.")
+    timeout_ms: int | None = Field(None, gt=0, description="Cap on this node's share of the request deadline.")
+    retries: int = Field(0, ge=0, le=5, description="Extra attempts; only idempotent (non-streaming) nodes.")
+    on_error: Literal["fail", "skip", "default"] = "fail"
+    default: dict[str, Any] = Field(default_factory=dict, description="Outputs used when on_error=default.")
+    stream: bool = Field(False, description="MODEL: call ModelStreamInfer and pass text deltas to the caller.")
+    stream_style: Literal["triton", "mlserver"] = "mlserver"
+    conditions: list[Condition] = Field(default_factory=list, description="ROUTER: first match wins.")
+    default_child: str | None = Field(None, alias="default_route")
+    combine: Literal["prompt", "answer", "refusal"] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _router_default(cls, data: Any) -> Any:
+        # ROUTER nodes spell their fallback ``default: child``; other nodes use ``default`` for outputs.
+        if isinstance(data, dict) and data.get("type") == "ROUTER" and isinstance(data.get("default"), str):
+            data = {**data, "default_route": data["default"]}
+            data.pop("default")
+        return data
+
+    def refs(self) -> list[str]:
+        out: list[str] = []
+        for value in self.inputs.values():
+            out.extend([value] if isinstance(value, str) else value)
+        out.extend(c_ref for c in self.conditions for c_ref in c.when)
+        return out
+
+    def routes(self) -> list[str]:
+        targets = [c.goto for c in self.conditions]
+        if self.default_child:
+            targets.append(self.default_child)
+        return targets
+
+
+class Graph(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = "rag"
+    root: str | None = None
+    nodes: list[Node]
+
+    def node(self, name: str) -> Node:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise GraphError(f"graph {self.name}: no node named {name!r}")
+
+    @property
+    def entry(self) -> Node:
+        return self.node(self.root) if self.root else self.nodes[0]
+
+    def next_nodes(self, node: Node) -> list[str]:
+        return node.routes() if node.type == "ROUTER" else node.children
+
+
+def _expand(text: str) -> str:
+    return _ENV.sub(lambda m: os.environ.get(m.group(1)) or (m.group(2) or ""), text)
+
+
+def _check(graph: Graph) -> None:
+    names = [n.name for n in graph.nodes]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise GraphError(f"graph {graph.name}: duplicate node name(s) {sorted(dupes)}")
+    if not graph.nodes:
+        raise GraphError(f"graph {graph.name}: no nodes")
+    graph.entry  # noqa: B018 - raises when root names no node
+    known = set(names)
+    for node in graph.nodes:
+        where = f"graph {graph.name}, node {node.name!r}"
+        for target in [*node.children, *node.routes()]:
+            if target not in known:
+                raise GraphError(f"{where}: child/route {target!r} is not a node")
+        for ref in node.refs():
+            head = ref.split(".", 1)[0]
+            if "." not in ref or (head != "request" and head not in known):
+                raise GraphError(f"{where}: reference {ref!r} must be request.<name> or <node>.<output>")
+        if node.type == "MODEL" and not (node.endpoint and node.endpoint.url and node.endpoint.model):
+            raise GraphError(f"{where}: MODEL nodes need endpoint.url and endpoint.model")
+        if node.type == "RETRIEVER" and not (node.endpoint and node.endpoint.store):
+            raise GraphError(f"{where}: RETRIEVER nodes need endpoint.store")
+        for condition in node.conditions:
+            for ref, spec in condition.when.items():
+                if isinstance(spec, dict) and not set(spec) <= _CONDITION_OPS:
+                    raise GraphError(
+                        f"{where}: condition on {ref!r} may use {sorted(_CONDITION_OPS)}, got {sorted(spec)}"
+                    )
+        if node.type == "ROUTER" and not node.routes():
+            raise GraphError(f"{where}: ROUTER nodes need conditions or a default route")
+        if node.type == "COMBINER" and node.combine is None:
+            raise GraphError(f"{where}: COMBINER nodes need combine: prompt | answer | refusal")
+        if node.stream and node.type != "MODEL":
+            raise GraphError(f"{where}: only MODEL nodes stream")
+        if node.retries and (node.stream or node.type in ("ROUTER", "COMBINER")):
+            raise GraphError(f"{where}: retries are only allowed on idempotent nodes (non-streaming MODEL, RETRIEVER)")
+        if node.on_error == "default" and not node.default:
+            raise GraphError(f"{where}: on_error: default needs a default: {{output: value}} block")
+    _check_acyclic(graph)
+
+
+def _check_acyclic(graph: Graph) -> None:
+    state: dict[str, int] = {}
+
+    def visit(name: str, path: list[str]) -> None:
+        if state.get(name) == 1:
+            raise GraphError(f"graph {graph.name}: cycle {' -> '.join([*path, name])}")
+        if state.get(name) == 2:
+            return
+        state[name] = 1
+        for child in graph.next_nodes(graph.node(name)):
+            visit(child, [*path, name])
+        state[name] = 2
+
+    visit(graph.entry.name, [])
+    streaming = [n.name for n in graph.nodes if n.stream]
+    if len(streaming) > 1:
+        raise GraphError(f"graph {graph.name}: at most one streaming node, found {streaming}")
+
+
+def parse(text: str, source: str = "<graph>") -> Graph:
+    try:
+        data = yaml.safe_load(_expand(text))
+    except yaml.YAMLError as exc:
+        raise GraphError(f"{source}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise GraphError(f"{source}: expected a mapping with 'nodes'")
+    try:
+        graph = Graph.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise GraphError(f"{source}: {where}: {first['msg']}") from exc
+    _check(graph)
+    return graph
+
+
+def load(path: str | Path | None = None) -> Graph:
+    """A graph file, or the shipped default ``rag`` graph when ``path`` is None."""
+    if path is None:
+        text = resources.files("ragraph_router").joinpath("graphs/rag.yaml").read_text()
+        return parse(text, "default rag graph")
+    file = Path(path)
+    if not file.exists():
+        raise GraphError(f"graph file {file} does not exist")
+    return parse(file.read_text(), str(file))

@@ -1,0 +1,89 @@
+"""The router's state: the graph, one client per node server, one store per URI, readiness."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from ragraph_client.client import AsyncInferenceClient
+from ragraph_client.errors import Unavailable
+from ragraph_retrieval.store import VectorStore, open_store
+from ragraph_retrieval.tokens import encoder_counter, prompt_counter
+
+from . import contract
+from .executor import Event, Executor, FinalEvent, RagRequest
+from .graph import Graph, load
+from .settings import RouterSettings
+
+log = logging.getLogger("ragraph.router")
+
+
+class RouterService:
+    def __init__(self, settings: RouterSettings, graph: Graph | None = None) -> None:
+        self.settings = settings
+        self.graph = graph or load(settings.graph)
+        urls = {n.endpoint.url for n in self.graph.nodes if n.endpoint and n.endpoint.url}
+        stores = {n.endpoint.store for n in self.graph.nodes if n.endpoint and n.endpoint.store}
+        # MLServer 1.7.1 drops double_param: float parameters go to the nodes as strings.
+        self.clients = {url: AsyncInferenceClient(url, float_params="string") for url in sorted(urls)}
+        self.stores: dict[str, VectorStore] = {uri: open_store(uri) for uri in sorted(stores)}
+        counter, _ = encoder_counter()
+        self.executor = Executor(
+            self.graph, self.clients, self.stores, prompt_counter(settings.prompt_encoding, counter)
+        )
+        self.ready = False
+        self.problems: list[str] = ["not checked yet"]
+        self._watch: asyncio.Task[None] | None = None
+
+    async def check(self) -> list[str]:
+        self.problems = await contract.check(self.graph, self.clients)
+        if self.problems and (self.ready or self.problems != getattr(self, "_logged", None)):
+            log.warning("router not ready: %s", "; ".join(self.problems))
+            self._logged = list(self.problems)
+        elif not self.problems and not self.ready:
+            log.info("router ready: every node of graph %s passed the contract check", self.graph.name)
+        self.ready = not self.problems
+        return self.problems
+
+    async def watch(self) -> None:
+        while True:
+            try:
+                await self.check()
+            except Exception:  # noqa: BLE001 - keep watching; log our bug
+                log.exception("readiness check failed")
+            await asyncio.sleep(self.settings.check_interval_s)
+
+    def start(self) -> None:
+        self._watch = asyncio.get_running_loop().create_task(self.watch())
+
+    def deadline(self, remaining: float | None) -> float:
+        budget = remaining if remaining is not None else self.settings.default_timeout_ms / 1000
+        return time.monotonic() + budget
+
+    def _require_ready(self) -> None:
+        if not self.ready:
+            raise Unavailable(f"graph {self.graph.name} is not ready: {'; '.join(self.problems)}")
+
+    async def infer(self, request: RagRequest, remaining: float | None) -> FinalEvent:
+        self._require_ready()
+        final = None
+        async for event in self.executor.run(request, self.deadline(remaining)):
+            if isinstance(event, FinalEvent):
+                final = event
+        assert final is not None
+        return final
+
+    async def stream(self, request: RagRequest, remaining: float | None) -> AsyncIterator[Event]:
+        self._require_ready()
+        async for event in self.executor.run(request, self.deadline(remaining)):
+            yield event
+
+    async def close(self) -> None:
+        if self._watch:
+            self._watch.cancel()
+        for client in self.clients.values():
+            await client.close()
+        for store in self.stores.values():
+            store.close()
