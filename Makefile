@@ -38,9 +38,9 @@ bench-encoder: $(STAMP)
 serve-encoder: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/ragraph serve encoder
 
+# The whole graph end to end: ragraph up, ingest docs/ + README.md, one streamed question, shut down.
 demo: $(STAMP)
-	@echo "make demo arrives with the router (issue 5); for now: make serve-encoder, then"
-	@echo "  $(BIN)/ragraph infer encoder 'hello world'"
+	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} TOKENIZERS_PARALLELISM=false $(BIN)/python scripts/demo.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

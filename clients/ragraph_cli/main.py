@@ -130,6 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .retrieval import add_commands
 
     add_commands(commands)
+    from . import ask, graph_cmd, up
+
+    up.add_command(commands)
+    ask.add_command(commands)
+    graph_cmd.add_command(commands)
     return parser
 
 

@@ -157,10 +157,12 @@ class Executor:
         )
         values.data[f"{node.name}.matches"] = matches
 
-    def _combine(self, node: Node, values: Values) -> Event | None:
+    def _combine(self, node: Node, values: Values) -> list[Event]:
         if node.combine == "refusal":
-            values.data[f"{node.name}.text"] = str(node.parameters.get("text", "I can't help with that."))
-            return None
+            text = str(node.parameters.get("text", "I can't help with that."))
+            values.data[f"{node.name}.text"] = text
+            values.data[f"{node.name}.sources"] = []
+            return [SourcesEvent([]), DeltaEvent(text)]  # a stream still sees sources -> text -> final
         if node.combine == "prompt":
             builder = PromptBuilder(self.counter, int(node.parameters.get("budget_tokens", 1536)))
             inputs = self._inputs(node, values)
@@ -168,10 +170,10 @@ class Executor:
             values.data[f"{node.name}.messages"] = json.dumps(prompt.messages)
             values.data[f"{node.name}.sources"] = prompt.sources
             values.data[f"{node.name}.tokens"] = prompt.tokens
-            return SourcesEvent(prompt.sources)
+            return [SourcesEvent(prompt.sources)]
         refs = node.inputs
         values.data["answer"] = {name: values.get(ref) for name, ref in refs.items()}
-        return None
+        return []
 
     # --- the walk ----------------------------------------------------------------------------
 
@@ -206,8 +208,7 @@ class Executor:
                 elif node.type == "RETRIEVER":
                     await self._retrieve(node, values, request, deadline)
                 elif node.type == "COMBINER":
-                    combined = self._combine(node, values)
-                    if combined is not None:
+                    for combined in self._combine(node, values):
                         yield combined
                 status.status = "ok"
             except RagraphError as exc:

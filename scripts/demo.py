@@ -1,0 +1,96 @@
+"""``make demo``: the whole graph end to end on this machine, offline.
+
+1. choose the LLM (the default hub model when it loads offline, else a tiny random-weight one),
+2. ``ragraph up`` as a :class:`ragraph_cli.up.Stack` (service logs go to .ragraph/demo/stack.log),
+3. ``ragraph ingest docs README.md`` into ``local://.ragraph/demo-store`` through the encoder,
+4. ``ragraph ask --stream`` one question about deploying ragraph,
+5. stop all three services (also on error or Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ragraph_cli.up import Stack, StackConfig, StackError, free_ports, port_free, resolve_llm_model, tiny_warning
+
+REPO = Path(__file__).resolve().parents[1]
+STORE = "local://.ragraph/demo-store"
+LOG = Path(".ragraph/demo/stack.log")
+QUESTION = "Which services make up a ragraph deployment, and on which ports do they run?"
+RAGRAPH = [sys.executable, "-m", "ragraph_cli.main"]
+
+
+def step(text: str) -> None:
+    print(f"\n==> {text}", flush=True)
+
+
+def ragraph(*args: str) -> None:
+    """Run one ``ragraph`` command, echoing it first; CalledProcessError when it fails."""
+    print("$ ragraph " + " ".join(shlex.quote(a) for a in args), flush=True)
+    subprocess.run([*RAGRAPH, *args], check=True)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    os.chdir(REPO)
+    signal.signal(signal.SIGTERM, _interrupt)
+    started = time.monotonic()
+    color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+
+    step("choosing the LLM")
+    choice = resolve_llm_model(None, say=print)
+    print(tiny_warning(choice, color) if choice.tiny else f"llm: {choice.model} (loads from the local HF cache)")
+
+    config = StackConfig(llm_model=choice.model, store=STORE)
+    if not all(port_free(p) for p in Stack(config, log=None).ports()):
+        config.encoder_port, config.llm_port, config.router_port = free_ports()
+        print(f"(the default ports are taken: using {config.encoder_port}, {config.llm_port}, {config.router_port})")
+    LOG.parent.mkdir(parents=True, exist_ok=True)
+    with open(LOG, "w", encoding="utf-8") as log:
+        stack = Stack(config, log=log, color=False)
+        try:
+            step(f"ragraph up (service logs: {LOG})")
+            stack.start()
+            stack.wait_ready(on_ready=lambda name, s: print(f"{name} ready after {s:.1f}s", flush=True))
+            print(stack.banner(f"{choice.model} (TINY RANDOM WEIGHTS)" if choice.tiny else choice.model))
+
+            step("ingesting the project's own docs/ and README.md through the encoder")
+            ragraph("ingest", "docs", "README.md", "--store", STORE, "--encoder-url", stack.encoder_url,
+                    "--no-progress")  # fmt: skip
+
+            step("asking the graph (streamed)")
+            max_tokens = "48" if choice.tiny else "160"  # random tokens: a short sample is enough
+            ragraph("ask", QUESTION, "--stream", "--router-url", stack.router_url, "--max-tokens", max_tokens,
+                    "--temperature", "0")  # fmt: skip
+        except StackError as exc:
+            print(f"\nmake demo: {exc}; last lines of {LOG}:", file=sys.stderr)
+            for line in exc.tail[-20:]:
+                print(f"  {exc.name} | {line}", file=sys.stderr)
+            return 1
+        except subprocess.CalledProcessError as exc:
+            command = exc.cmd[len(RAGRAPH)]
+            print(f"\nmake demo: `ragraph {command}` failed with exit code {exc.returncode}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("\nmake demo: interrupted", file=sys.stderr)
+            return 130
+        finally:
+            step("stopping the services")
+            codes = stack.stop()
+            print("stopped: " + ", ".join(f"{name} exit {code}" for name, code in codes.items()))
+    print(f"\ndemo done in {time.monotonic() - started:.0f}s. Run it yourself: .venv/bin/ragraph up (see README.md)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
