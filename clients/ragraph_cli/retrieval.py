@@ -59,7 +59,7 @@ def ingest(args: argparse.Namespace) -> int:
     chunker = Chunker(counter, limit, min(args.chunk_tokens, limit), args.overlap_tokens)
     show = not args.json and not args.no_progress
     with open_store(args.store) as store, EncoderEmbedder(args.encoder_url, batch_size=args.batch_size) as embedder:
-        ingestor = Ingestor(store, embedder, chunker, args.namespace)
+        ingestor = Ingestor(store, embedder, chunker, args.namespace, flush_chunks=args.commit_every)
         summary = ingestor.run(args.paths, root=args.root, prune=args.prune, progress=_progress(show))
         if args.json:
             print(json.dumps({"store": store.uri, "namespace": ingestor.namespace, **summary.as_dict()}))
@@ -129,6 +129,9 @@ def add_commands(commands: Any) -> None:
     ing.add_argument("--chunk-tokens", type=int, default=192, help="target chunk size in encoder tokens")
     ing.add_argument("--overlap-tokens", type=int, default=32, help="tokens a chunk repeats from the previous one")
     ing.add_argument("--batch-size", type=int, default=64, help="texts per encoder request")
+    ing.add_argument(
+        "--commit-every", type=int, default=256, help="embed this many chunks, then write their documents"
+    )
     ing.add_argument("--no-progress", action="store_true", help="no progress bar")
     ing.set_defaults(func=ingest)
 

@@ -84,8 +84,11 @@ class _ClientBase:
         headers: Headers = None,
         raw: bool = True,
         float_params: convert.FloatForm = "double",
+        channel_options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         self.url = url
+        # extra gRPC channel arguments, e.g. faster reconnects for a router's node clients
+        self.channel_options = [*CHANNEL_OPTIONS, *channel_options]
         self.timeout = timeout
         self.headers = dict(headers or {})
         self.raw = raw
@@ -111,7 +114,7 @@ class InferenceClient(_ClientBase):
 
     def __init__(self, url: str, **kwargs: Any) -> None:
         super().__init__(url, **kwargs)
-        self._channel = grpc.insecure_channel(url, options=CHANNEL_OPTIONS)
+        self._channel = grpc.insecure_channel(url, options=self.channel_options)
         self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
 
     def close(self) -> None:
@@ -211,7 +214,7 @@ class AsyncInferenceClient(_ClientBase):
 
     def __init__(self, url: str, **kwargs: Any) -> None:
         super().__init__(url, **kwargs)
-        self._channel = grpc.aio.insecure_channel(url, options=CHANNEL_OPTIONS)
+        self._channel = grpc.aio.insecure_channel(url, options=self.channel_options)
         self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
 
     async def close(self) -> None:

@@ -6,6 +6,7 @@ runtimes share its weights and its batcher.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from pathlib import Path
@@ -60,6 +61,10 @@ class Encoder:
         dim_of = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(dim_of() or 0)
         self.tokenizer = self.model.tokenizer
+        # token_counts runs on the event loop while encode_sync tokenizes in the batcher thread;
+        # a fast tokenizer is not safe to share across threads (its padding/truncation state is
+        # per instance), so counting uses its own copy.
+        self._counting = copy.deepcopy(self.tokenizer)
         self._special = len(self.tokenizer("", add_special_tokens=True)["input_ids"])
         self.batcher: MicroBatcher[str, np.ndarray] = MicroBatcher(
             self.encode_sync, settings.max_batch_size, settings.max_batch_time_ms / 1000.0
@@ -71,7 +76,7 @@ class Encoder:
         counts = [len(t.encode("utf-8")) + self._special for t in texts]
         long_idx = [i for i, n in enumerate(counts) if n > self.max_seq_length]
         if long_idx:
-            ids = self.tokenizer([texts[i] for i in long_idx], add_special_tokens=True, truncation=False)["input_ids"]
+            ids = self._counting([texts[i] for i in long_idx], add_special_tokens=True, truncation=False)["input_ids"]
             for i, seq in zip(long_idx, ids, strict=True):
                 counts[i] = len(seq)
         return counts

@@ -4,6 +4,7 @@ the tensors a node is sent (names, datatype, rank) and the outputs other nodes r
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 
 from ragraph_client.client import AsyncInferenceClient
@@ -57,20 +58,32 @@ def _check_node(graph: Graph, node: Node, meta: ModelMetadata) -> list[str]:
     return problems
 
 
+async def _fetch(client: AsyncInferenceClient, model: str, timeout: float) -> ModelMetadata | str:
+    """The model's metadata, or why it cannot be had."""
+    try:
+        if not await client.model_ready(model, timeout=timeout):
+            return "is not ready"
+        return await client.metadata(model, timeout=timeout)
+    except RagraphError as exc:
+        return f"unreachable ({exc.code.name}: {exc.message})"
+
+
 async def check(graph: Graph, clients: Mapping[str, AsyncInferenceClient], timeout: float = 5.0) -> list[str]:
-    """Every problem found, one line each naming the edge and both sides; [] when the graph fits."""
+    """Every problem found, one line each naming the edge and both sides; [] when the graph fits.
+    Each (server, model) is asked once, all of them concurrently, so one hung node costs one
+    ``timeout``, not one per node."""
+    nodes = [n for n in graph.nodes if n.type == "MODEL" and n.endpoint and n.endpoint.url and n.endpoint.model]
+    keys = sorted(
+        {(n.endpoint.url, n.endpoint.model) for n in nodes if n.endpoint and n.endpoint.url and n.endpoint.model}
+    )
+    answers = await asyncio.gather(*(_fetch(clients[url], model, timeout) for url, model in keys))
+    found = dict(zip(keys, answers, strict=True))
     problems: list[str] = []
-    for node in graph.nodes:
-        if node.type != "MODEL" or not node.endpoint or not node.endpoint.url or not node.endpoint.model:
-            continue
-        client = clients[node.endpoint.url]
-        try:
-            if not await client.model_ready(node.endpoint.model, timeout=timeout):
-                problems.append(f"node {node.name}: {_where(node)} is not ready")
-                continue
-            meta = await client.metadata(node.endpoint.model, timeout=timeout)
-        except RagraphError as exc:
-            problems.append(f"node {node.name}: {_where(node)} unreachable ({exc.code.name}: {exc.message})")
-            continue
-        problems.extend(_check_node(graph, node, meta))
+    for node in nodes:
+        assert node.endpoint and node.endpoint.url and node.endpoint.model
+        meta = found[(node.endpoint.url, node.endpoint.model)]
+        if isinstance(meta, str):
+            problems.append(f"node {node.name}: {_where(node)} {meta}")
+        else:
+            problems.extend(_check_node(graph, node, meta))
     return problems

@@ -268,15 +268,15 @@ class Executor:
 
 
 def _named(node: Node, message: str) -> str:
-    where = node.endpoint.url if node.endpoint and node.endpoint.url else (node.endpoint.store if node.endpoint else "")
+    """The message with the node's name and endpoint in front (once)."""
     prefix = f"node {node.name}"
-    if message.startswith(prefix):
-        return message
-    return (
-        f"{prefix} ({node.endpoint.model}@{where}): {message}"
-        if node.endpoint and node.endpoint.model
-        else (f"{prefix}: {message}")
-    )
+    rest = message[len(prefix) :].lstrip(":").lstrip() if message.startswith(prefix) else message
+    endpoint = node.endpoint
+    if endpoint and endpoint.model and endpoint.url:
+        return f"{prefix} ({endpoint.model}@{endpoint.url}): {rest}"
+    if endpoint and endpoint.store:
+        return f"{prefix} ({endpoint.store}): {rest}"
+    return f"{prefix}: {rest}"
 
 
 def _holds(value: Any, spec: Any) -> bool:

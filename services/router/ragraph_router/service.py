@@ -27,7 +27,11 @@ class RouterService:
         urls = {n.endpoint.url for n in self.graph.nodes if n.endpoint and n.endpoint.url}
         stores = {n.endpoint.store for n in self.graph.nodes if n.endpoint and n.endpoint.store}
         # MLServer 1.7.1 drops double_param: float parameters go to the nodes as strings.
-        self.clients = {url: AsyncInferenceClient(url, float_params="string") for url in sorted(urls)}
+        # Reconnect within ~2 s once a node is back (gRPC's default backoff grows to 120 s).
+        reconnect = [("grpc.initial_reconnect_backoff_ms", 500), ("grpc.max_reconnect_backoff_ms", 2000)]
+        self.clients = {
+            url: AsyncInferenceClient(url, float_params="string", channel_options=reconnect) for url in sorted(urls)
+        }
         self.stores: dict[str, VectorStore] = {uri: open_store(uri) for uri in sorted(stores)}
         counter, _ = encoder_counter()
         self.executor = Executor(
@@ -38,7 +42,8 @@ class RouterService:
         self._watch: asyncio.Task[None] | None = None
 
     async def check(self) -> list[str]:
-        self.problems = await contract.check(self.graph, self.clients)
+        timeout = max(0.5, min(5.0, self.settings.check_interval_s))
+        self.problems = await contract.check(self.graph, self.clients, timeout)
         if self.problems and (self.ready or self.problems != getattr(self, "_logged", None)):
             log.warning("router not ready: %s", "; ".join(self.problems))
             self._logged = list(self.problems)

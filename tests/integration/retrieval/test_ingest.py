@@ -190,7 +190,8 @@ def _count(path: Path) -> int:
 def test_kill_9_mid_ingest_leaves_a_clean_store(tmp_path: Path, encoder_service: Service) -> None:
     corpus = tmp_path / "corpus"
     _write_corpus(corpus, 30, paragraphs=8)
-    common = ["--encoder-url", encoder_service.grpc_url, "--no-progress", "--batch-size", "16"]
+    # small commit groups: many write bursts, so a kill lands between documents as well as mid-embedding
+    common = ["--encoder-url", encoder_service.grpc_url, "--no-progress", "--batch-size", "16", "--commit-every", "32"]
     clean = _ragraph("ingest", str(corpus), "--store", f"local://{tmp_path}/clean", *common, "--json")
     assert clean.returncode == 0, clean.stderr
     clean_total = LocalStore(str(tmp_path / "clean")).stats().total
@@ -204,8 +205,9 @@ def test_kill_9_mid_ingest_leaves_a_clean_store(tmp_path: Path, encoder_service:
             env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + 120
-        while _count(db_path) < kill_at and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
+        target = max(kill_at, _count(db_path) + 1)  # always at least one new write before the kill
+        while _count(db_path) < target and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
         assert proc.poll() is None, "the ingest finished before it could be killed"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
