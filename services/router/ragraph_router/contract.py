@@ -76,6 +76,8 @@ async def check(graph: Graph, clients: Mapping[str, AsyncInferenceClient], timeo
     keys = sorted(
         {(n.endpoint.url, n.endpoint.model) for n in nodes if n.endpoint and n.endpoint.url and n.endpoint.model}
     )
+    guards = [n for n in graph.nodes if n.output_guard]
+    keys = sorted({*keys, *((g.output_guard.url, g.output_guard.model) for g in guards if g.output_guard)})
     answers = await asyncio.gather(*(_fetch(clients[url], model, timeout) for url, model in keys))
     found = dict(zip(keys, answers, strict=True))
     problems: list[str] = []
@@ -86,4 +88,11 @@ async def check(graph: Graph, clients: Mapping[str, AsyncInferenceClient], timeo
             problems.append(f"node {node.name}: {_where(node)} {meta}")
         else:
             problems.extend(_check_node(graph, node, meta))
+    for node in guards:
+        assert node.output_guard
+        answer = found[(node.output_guard.url, node.output_guard.model)]
+        if isinstance(answer, str):
+            problems.append(
+                f"node {node.name} output guard: {node.output_guard.model}@{node.output_guard.url} {answer}"
+            )
     return problems

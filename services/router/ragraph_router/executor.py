@@ -18,7 +18,7 @@ from ragraph_retrieval import filters
 from ragraph_retrieval.store import VectorStore
 from ragraph_retrieval.tokens import TokenCounter
 
-from .graph import Graph, Node
+from .graph import Graph, Node, OutputGuard
 from .prompt import PromptBuilder, Source
 from .values import NodeStatus, Values, as_input
 
@@ -130,19 +130,47 @@ class Executor:
             raise DeadlineExceeded(f"node {node.name}: the request deadline expired before it could run")
         values.nodes[node.name].attempts = 1
         parts: list[str] = []
-        async for response in client.stream(model, inputs, params, style=node.stream_style, timeout=timeout):
-            for tensor in response.outputs:
-                if tensor.datatype == "BYTES":
-                    delta = "".join(tensor.as_strings())
-                    if delta:
-                        parts.append(delta)
-                        yield DeltaEvent(delta)
-            if response.parameters:
-                values.data[f"{node.name}.parameters"] = {
-                    **values.data.get(f"{node.name}.parameters", {}),
-                    **response.parameters,
-                }
+        guard = node.output_guard
+        checked = 0
+        stream = client.stream(model, inputs, params, style=node.stream_style, timeout=timeout)
+        try:
+            async for response in stream:
+                for tensor in response.outputs:
+                    if tensor.datatype == "BYTES":
+                        delta = "".join(tensor.as_strings())
+                        if delta:
+                            parts.append(delta)
+                            yield DeltaEvent(delta)
+                if response.parameters:
+                    values.data[f"{node.name}.parameters"] = {
+                        **values.data.get(f"{node.name}.parameters", {}),
+                        **response.parameters,
+                    }
+                size = sum(len(p) for p in parts)
+                if guard and size - checked >= guard.every_chars:
+                    checked = size
+                    blocked = await self._output_guard(guard, "".join(parts), deadline)
+                    if blocked:
+                        values.data[f"{node.name}.guarded"] = blocked
+                        values.data[f"{node.name}.parameters"] = {
+                            **values.data.get(f"{node.name}.parameters", {}),
+                            "finish_reason": "guarded",
+                        }
+                        yield DeltaEvent(guard.message)
+                        break
+        finally:
+            await stream.aclose()  # cancels the node's call when we stop early or are cancelled
         values.data[f"{node.name}.text"] = "".join(parts)
+
+    async def _output_guard(self, guard: OutputGuard, text: str, deadline: float) -> str | None:
+        """The blocked label when the answer's tail is blocked, else None."""
+        client = self.clients[guard.url]
+        window = text[-guard.window_chars :]
+        timeout = max(0.001, deadline - time.monotonic())
+        reply = await client.infer(guard.model, {"text": [window]}, {"labelset": guard.labelset}, timeout=timeout)
+        label = reply.output("label").as_strings()[0]
+        score = float(reply.output("score").as_numpy().reshape(-1)[0])
+        return label if label in guard.block_labels and score >= guard.threshold else None
 
     async def _retrieve(self, node: Node, values: Values, request: RagRequest, deadline: float) -> None:
         assert node.endpoint and node.endpoint.store
@@ -238,6 +266,9 @@ class Executor:
             "nodes": json.dumps({k: v.as_json() for k, v in values.nodes.items()}),
             "flagged": values.flagged,
         }
+        guarded = values.data.get(f"{gen.name}.guarded") if gen else None
+        if guarded:
+            params["output_guard"] = str(guarded)
         if request.debug:
             params["debug"] = json.dumps(self._trace(values, gen.name if gen else None))
         log.debug("request %s: %s", request.id, params["nodes"])

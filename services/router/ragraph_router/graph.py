@@ -39,6 +39,21 @@ class Condition(BaseModel):
     goto: str
 
 
+class OutputGuard(BaseModel):
+    """A classifier run over a sliding window of a streaming node's answer as it grows; a
+    blocked label stops the stream (the LLM call is cancelled) with a terminal message."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(description="host:port of the V2 server with the classifier.")
+    model: str = "classifier"
+    labelset: str = "answer_class"
+    block_labels: list[str] = Field(min_length=1)
+    threshold: float = Field(0.0, ge=0.0, le=1.0, description="Least classifier score that blocks.")
+    window_chars: int = Field(400, gt=0, description="How much of the answer's tail is classified.")
+    every_chars: int = Field(120, gt=0, description="Classify again after this many new characters.")
+    message: str = " [stopped: the answer was blocked by the output guard]"
+
+
 class Node(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
@@ -54,6 +69,7 @@ class Node(BaseModel):
     default: dict[str, Any] = Field(default_factory=dict, description="Outputs used when on_error=default.")
     stream: bool = Field(False, description="MODEL: call ModelStreamInfer and pass text deltas to the caller.")
     stream_style: Literal["triton", "mlserver"] = "mlserver"
+    output_guard: OutputGuard | None = Field(None, description="Streaming MODEL nodes: stop a blocked answer.")
     conditions: list[Condition] = Field(default_factory=list, description="ROUTER: first match wins.")
     default_child: str | None = Field(None, alias="default_route")
     combine: Literal["prompt", "answer", "refusal"] | None = None
@@ -137,6 +153,8 @@ def _check(graph: Graph) -> None:
             raise GraphError(f"{where}: ROUTER nodes need conditions or a default route")
         if node.type == "COMBINER" and node.combine is None:
             raise GraphError(f"{where}: COMBINER nodes need combine: prompt | answer | refusal")
+        if node.output_guard and not node.stream:
+            raise GraphError(f"{where}: output_guard needs a streaming node (stream: true)")
         if node.stream and node.type != "MODEL":
             raise GraphError(f"{where}: only MODEL nodes stream")
         if node.retries and (node.stream or node.type in ("ROUTER", "COMBINER")):

@@ -25,6 +25,7 @@ class RouterService:
         self.settings = settings
         self.graph = graph or load(settings.graph)
         urls = {n.endpoint.url for n in self.graph.nodes if n.endpoint and n.endpoint.url}
+        urls |= {n.output_guard.url for n in self.graph.nodes if n.output_guard}
         stores = {n.endpoint.store for n in self.graph.nodes if n.endpoint and n.endpoint.store}
         # MLServer 1.7.1 drops double_param: float parameters go to the nodes as strings.
         # Reconnect within ~2 s once a node is back (gRPC's default backoff grows to 120 s).

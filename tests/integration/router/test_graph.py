@@ -142,7 +142,7 @@ nodes:
   - {name: prompt, type: COMBINER, combine: prompt, inputs: {question: request.question, matches: retrieve.matches},
      children: [generate]}
   - {name: generate, type: MODEL, endpoint: {url: "${RAGRAPH_LLM_URL}", model: llm},
-     inputs: {messages: prompt.messages}, forward: [max_tokens], stream: true, timeout_ms: 150, children: [classify]}
+     inputs: {messages: prompt.messages}, forward: [max_tokens], stream: true, timeout_ms: 60000, children: [classify]}
   - {name: classify, type: MODEL, endpoint: {url: "${RAGRAPH_ENCODER_URL}", model: classifier},
      inputs: {text: generate.text}, parameters: {labelset: no_such_labelset}, on_error: skip, children: [combine]}
   - {name: combine, type: COMBINER, combine: answer,
@@ -150,7 +150,7 @@ nodes:
 """
 
 
-def test_policies_skip_and_node_deadline(
+def test_skip_policy_still_answers_flagged(
     tmp_path: Path, encoder_service: Service, llm_service: Service, store_uri: str
 ) -> None:
     graph = tmp_path / "policies.yaml"
@@ -158,19 +158,32 @@ def test_policies_skip_and_node_deadline(
     router = start_router(tmp_path / "router.log", _env(encoder_service, llm_service, store_uri), graph)
     try:
         with InferenceClient(router.grpc_url, timeout=60) as client:
-            reply = client.infer("rag", {"question": [QUESTION]}, {"max_tokens": 1})
+            reply = client.infer("rag", {"question": [QUESTION]}, {"max_tokens": 4})
             nodes = _nodes(reply.parameters)
             assert reply.output("answer").as_strings()[0] and reply.parameters["flagged"] is True
             assert nodes["classify"]["status"] == "skipped" and "no_such_labelset" in nodes["classify"]["error"]
             assert reply.output("label").as_strings() == [""]
-            # the generate node's own 150 ms cap expires mid-graph (240 tokens take longer here),
-            # long before the caller's 60 s; the LLM sees the call cancelled
+    finally:
+        router.stop()
+
+
+def test_node_deadline_expires_mid_graph(
+    tmp_path: Path, encoder_service: Service, llm_service: Service, store_uri: str
+) -> None:
+    """The generate node's own 150 ms cap expires mid-graph (240 tokens take longer here), long
+    before the caller's 60 s deadline; the LLM sees its call cancelled."""
+    graph = tmp_path / "capped.yaml"
+    graph.write_text(POLICY_GRAPH.replace("timeout_ms: 60000", "timeout_ms: 150"))
+    router = start_router(tmp_path / "router.log", _env(encoder_service, llm_service, store_uri), graph)
+    try:
+        with InferenceClient(router.grpc_url, timeout=60) as client:
             cancelled = llm_service.metric("ragraph_llm_finished_sequences_total", 'reason="cancelled"')
             with pytest.raises(DeadlineExceeded, match="node generate"):
                 client.infer("rag", {"question": [QUESTION]}, {"max_tokens": 240})
-            wait_for(lambda: llm_service.metric("ragraph_llm_finished_sequences_total", 'reason="cancelled"')
-                     > cancelled)  # fmt: skip
-            assert client.infer("rag", {"question": [QUESTION]}, {"max_tokens": 1}).output("answer")
+            wait_for(
+                lambda: llm_service.metric("ragraph_llm_finished_sequences_total", 'reason="cancelled"') > cancelled
+            )
+            assert client.ready()
     finally:
         router.stop()
 
@@ -201,3 +214,36 @@ def test_caller_deadline_bounds_the_whole_graph(client: InferenceClient) -> None
     with pytest.raises(DeadlineExceeded):
         client.infer("rag", {"question": [QUESTION]}, {"max_tokens": 240}, timeout=0.2)
     assert client.infer("rag", {"question": [QUESTION]}, {"max_tokens": 1}).output("answer")
+
+
+GUARDED_GRAPH = """
+name: rag
+nodes:
+  - {name: generate, type: MODEL, endpoint: {url: "${RAGRAPH_LLM_URL}", model: llm},
+     inputs: {prompt: request.question}, forward: [max_tokens], stream: true, children: [combine],
+     output_guard: {url: "${RAGRAPH_ENCODER_URL}", labelset: answer_class, every_chars: 1,
+                    block_labels: [answered, off_topic, refused], message: " [blocked]"}}
+  - {name: combine, type: COMBINER, combine: answer, inputs: {answer: generate.text}}
+"""
+
+
+def test_output_guard_stops_the_stream(
+    tmp_path: Path, encoder_service: Service, llm_service: Service, store_uri: str
+) -> None:
+    """Every label blocks here, so the guard stops the answer after its first delta and the LLM
+    call is cancelled; the client sees the terminal message, then the final response."""
+    graph = tmp_path / "guarded.yaml"
+    graph.write_text(GUARDED_GRAPH)
+    router = start_router(tmp_path / "router.log", _env(encoder_service, llm_service, store_uri), graph)
+    cancelled = llm_service.metric("ragraph_llm_finished_sequences_total", 'reason="cancelled"')
+    try:
+        with InferenceClient(router.grpc_url, timeout=60) as client:
+            parts = list(client.stream("rag", {"question": ["Tell me a long story"]}, {"max_tokens": 200}))
+            deltas = [p.output("answer").as_strings()[0] for p in parts if p.outputs[0].name == "answer"]
+            assert deltas[-1] == " [blocked]" and len(deltas) <= 3
+            final = parts[-1].parameters
+            assert final["triton_final_response"] is True and final["finish_reason"] == "guarded"
+            assert final["output_guard"] in {"answered", "off_topic", "refused"}
+        wait_for(lambda: llm_service.metric("ragraph_llm_finished_sequences_total", 'reason="cancelled"') > cancelled)
+    finally:
+        router.stop()
