@@ -12,7 +12,7 @@ subclass of the status code (``NotFound``, ``InvalidArgument``, ...).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import grpc
@@ -283,7 +283,7 @@ class AsyncInferenceClient(_ClientBase):
         style: StreamStyle = "triton",
         timeout: float | None = None,
         headers: Headers = None,
-    ) -> AsyncIterator[InferResponse]:
+    ) -> AsyncGenerator[InferResponse, None]:
         request = make_request(model, inputs, parameters)
         async for response in self.stream_requests([request], style=style, timeout=timeout, headers=headers):
             yield response
@@ -295,7 +295,7 @@ class AsyncInferenceClient(_ClientBase):
         style: StreamStyle = "triton",
         timeout: float | None = None,
         headers: Headers = None,
-    ) -> AsyncIterator[InferResponse]:
+    ) -> AsyncGenerator[InferResponse, None]:
         method = self._channel.stream_stream(
             STREAM_METHOD,
             request_serializer=pb.ModelInferRequest.SerializeToString,
