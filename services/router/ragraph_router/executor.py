@@ -79,10 +79,7 @@ class Executor:
         """``call(timeout)`` under the node's deadline share and retries."""
         status = values.nodes
         for attempt in range(node.retries + 1):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0.001:
-                raise DeadlineExceeded(f"node {node.name}: the request deadline expired before it could run")
-            timeout = min(remaining, node.timeout_ms / 1000) if node.timeout_ms else remaining
+            timeout = _share(node, deadline)
             status[node.name].attempts = attempt + 1
             try:
                 return await asyncio.wait_for(call(timeout), timeout)
@@ -124,14 +121,11 @@ class Executor:
             )
             values.put_response(node.name, response)
             return
-        remaining = deadline - time.monotonic()
-        timeout = min(remaining, node.timeout_ms / 1000) if node.timeout_ms else remaining
-        if timeout <= 0.001:
-            raise DeadlineExceeded(f"node {node.name}: the request deadline expired before it could run")
+        timeout = _share(node, deadline)
         values.nodes[node.name].attempts = 1
         parts: list[str] = []
         guard = node.output_guard
-        checked = 0
+        size = checked = 0
         stream = client.stream(model, inputs, params, style=node.stream_style, timeout=timeout)
         try:
             async for response in stream:
@@ -140,13 +134,13 @@ class Executor:
                         delta = "".join(tensor.as_strings())
                         if delta:
                             parts.append(delta)
+                            size += len(delta)
                             yield DeltaEvent(delta)
                 if response.parameters:
                     values.data[f"{node.name}.parameters"] = {
                         **values.data.get(f"{node.name}.parameters", {}),
                         **response.parameters,
                     }
-                size = sum(len(p) for p in parts)
                 if guard and size - checked >= guard.every_chars:
                     checked = size
                     blocked = await self._output_guard(guard, "".join(parts), deadline)
@@ -296,6 +290,14 @@ class Executor:
             "tokens_per_s": round(completion / (gen_ms / 1000), 1) if gen_ms > 0 and completion else None,
             "total_ms": round(total_ms, 2),
         }
+
+
+def _share(node: Node, deadline: float) -> float:
+    """Seconds this node may take: what is left of the request, capped by its ``timeout_ms``."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0.001:
+        raise DeadlineExceeded(f"node {node.name}: the request deadline expired before it could run")
+    return min(remaining, node.timeout_ms / 1000) if node.timeout_ms else remaining
 
 
 def _named(node: Node, message: str) -> str:

@@ -40,12 +40,13 @@ class RouterService:
         )
         self.ready = False
         self.problems: list[str] = ["not checked yet"]
+        self._logged: list[str] = []  # the problems last logged, so each new set is logged once
         self._watch: asyncio.Task[None] | None = None
 
     async def check(self) -> list[str]:
         timeout = max(0.5, min(5.0, self.settings.check_interval_s))
         self.problems = await contract.check(self.graph, self.clients, timeout)
-        if self.problems and (self.ready or self.problems != getattr(self, "_logged", None)):
+        if self.problems and (self.ready or self.problems != self._logged):
             log.warning("router not ready: %s", "; ".join(self.problems))
             self._logged = list(self.problems)
         elif not self.problems and not self.ready:
