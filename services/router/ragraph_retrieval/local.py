@@ -14,10 +14,11 @@ run exactly over the rows the filter selects.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,34 +130,39 @@ class LocalStore(VectorStore):
             (namespace,),
         )
 
-    def _write(self, namespace: str, rows: list[tuple[str, str | None, bytes, str]], delete_ids: Sequence[str]) -> int:
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken up front (BEGIN IMMEDIATE) and rolled back on any error."""
         with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
+            self._db.execute("BEGIN IMMEDIATE")
             try:
-                if self.dimension is not None:
-                    db.execute(
-                        "INSERT OR IGNORE INTO settings (key, value) VALUES ('dimension', ?)", (str(self.dimension),)
-                    )
-                deleted = 0
-                for start in range(0, len(delete_ids), 500):
-                    part = list(delete_ids[start : start + 500])
-                    marks = ",".join("?" * len(part))
-                    cur = db.execute(f"DELETE FROM records WHERE namespace = ? AND id IN ({marks})", [namespace, *part])
-                    deleted += cur.rowcount
-                db.executemany(
-                    "INSERT INTO records (namespace, id, doc_id, vector, metadata) VALUES (?, ?, ?, ?, ?) "
-                    "ON CONFLICT (namespace, id) DO UPDATE SET doc_id = excluded.doc_id, "
-                    "vector = excluded.vector, metadata = excluded.metadata",
-                    [(namespace, *row) for row in rows],
-                )
-                if rows or deleted:
-                    self._bump(namespace)
-                db.execute("COMMIT")
+                yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                self._db.execute("ROLLBACK")
                 raise
-            return deleted
+
+    def _write(self, namespace: str, rows: list[tuple[str, str | None, bytes, str]], delete_ids: Sequence[str]) -> int:
+        with self._transaction() as db:
+            if self.dimension is not None:
+                db.execute(
+                    "INSERT OR IGNORE INTO settings (key, value) VALUES ('dimension', ?)", (str(self.dimension),)
+                )
+            deleted = 0
+            for start in range(0, len(delete_ids), 500):
+                part = list(delete_ids[start : start + 500])
+                marks = ",".join("?" * len(part))
+                cur = db.execute(f"DELETE FROM records WHERE namespace = ? AND id IN ({marks})", [namespace, *part])
+                deleted += cur.rowcount
+            db.executemany(
+                "INSERT INTO records (namespace, id, doc_id, vector, metadata) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (namespace, id) DO UPDATE SET doc_id = excluded.doc_id, "
+                "vector = excluded.vector, metadata = excluded.metadata",
+                [(namespace, *row) for row in rows],
+            )
+            if rows or deleted:
+                self._bump(namespace)
+        return deleted
 
     def upsert(self, records: Sequence[Record], namespace: str | None = None) -> int:
         rows = self._prepare(records)
@@ -171,17 +177,13 @@ class LocalStore(VectorStore):
         return self._write(self.ns(namespace), [], list(ids))
 
     def _delete_where(self, namespace: str, clause: str, params: Sequence[Any]) -> int:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                cur = self._db.execute(f"DELETE FROM records WHERE namespace = ? {clause}", (namespace, *params))
-                if cur.rowcount:
-                    self._bump(namespace)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            return int(cur.rowcount)
+        with self._transaction() as db:
+            deleted = int(
+                db.execute(f"DELETE FROM records WHERE namespace = ? {clause}", (namespace, *params)).rowcount
+            )
+            if deleted:
+                self._bump(namespace)
+        return deleted
 
     def delete_document(self, doc_id: str, namespace: str | None = None) -> int:
         return self._delete_where(self.ns(namespace), "AND doc_id = ?", [doc_id])
