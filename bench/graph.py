@@ -102,9 +102,7 @@ def ingest(encoder: Service, root: Path) -> str:
 
     uri = f"local://{root}/store"
     counter, limit = encoder_counter()
-    # one batch in flight: two at once can race on the encoder's shared tokenizer (its padding
-    # state, transformers issue 47085) and fail with INTERNAL
-    with open_store(uri) as store, EncoderEmbedder(encoder.grpc_url, in_flight=1) as embedder:
+    with open_store(uri) as store, EncoderEmbedder(encoder.grpc_url) as embedder:
         corpus = str(DATA / "corpus")
         summary = Ingestor(store, embedder, Chunker(counter, limit)).run([corpus], root=corpus)
     print(f"ingested {summary.added} documents ({summary.chunks_written} chunks) in {summary.seconds:.1f} s")
