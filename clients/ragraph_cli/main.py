@@ -57,7 +57,9 @@ def _serve_router(args: argparse.Namespace) -> int:
     from ragraph_router.server import create_server, run
     from ragraph_router.settings import RouterSettings
 
-    settings = RouterSettings(**_overrides(args, ("graph", "grpc_port", "host", "model_name")))  # type: ignore[arg-type]
+    fields = ("graph", "grpc_port", "http_port", "metrics_port", "host", "model_name", "api_keys_file", "redis_url",
+              "tls_cert", "tls_key", "tls_client_ca")  # fmt: skip
+    settings = RouterSettings(**_overrides(args, fields))  # type: ignore[arg-type]
     server, _ = create_server(settings)
     run(server)
     return 0
@@ -113,7 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
     router = services.add_parser("router", help="the RAG graph: our own grpc.aio V2 server over the other nodes")
     router.add_argument("--graph", help="graph YAML (default: the shipped rag graph)")
     router.add_argument("--grpc-port", type=int)
+    router.add_argument("--http-port", type=int, help="REST + SSE gateway port (-1: off)")
+    router.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (-1: off)")
     router.add_argument("--host")
+    router.add_argument("--api-keys-file", help="key file written by `ragraph keys` (turns on API keys)")
+    router.add_argument("--redis-url", help="redis://...: rate-limit buckets shared by router replicas")
+    router.add_argument("--tls-cert", help="PEM certificate chain: serve over TLS")
+    router.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    router.add_argument("--tls-client-ca", help="PEM CA bundle: require client certificates (mTLS)")
     router.add_argument("--model-name", help="V2 model name of the graph (default rag)")
     router.set_defaults(func=_serve_router)
 

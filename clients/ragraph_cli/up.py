@@ -275,7 +275,7 @@ class Stack:
         return {
             c.encoder_port - 1: "encoder HTTP", c.encoder_port: "encoder gRPC", c.encoder_port + 1: "encoder metrics",
             c.llm_port - 1: "llm HTTP", c.llm_port: "llm gRPC", c.llm_port + 1: "llm metrics",
-            c.router_port: "router gRPC",
+            c.router_port - 1: "router REST", c.router_port: "router gRPC", c.router_port + 1: "router metrics",
         }  # fmt: skip
 
     def _command(self, name: str) -> tuple[list[str], dict[str, str]]:
@@ -283,16 +283,15 @@ class Stack:
         cmd = [self.python, "-m", "ragraph_cli.main", "serve", name, "--host", c.host]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **c.env}
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
+        port = {"encoder": c.encoder_port, "llm": c.llm_port, "router": c.router_port}[name]
+        cmd += ["--grpc-port", str(port), "--http-port", str(port - 1), "--metrics-port", str(port + 1)]
         if name in ("encoder", "llm"):
-            port = c.encoder_port if name == "encoder" else c.llm_port
-            cmd += ["--grpc-port", str(port), "--http-port", str(port - 1), "--metrics-port", str(port + 1)]
             model = c.encoder_model if name == "encoder" else c.llm_model
             if model:
                 cmd += ["--model", model]
             if c.device:
                 cmd += ["--device", c.device]
         else:
-            cmd += ["--grpc-port", str(c.router_port)]
             if c.graph:
                 cmd += ["--graph", c.graph]
             env.update(RAGRAPH_ENCODER_URL=self.encoder_url, RAGRAPH_LLM_URL=self.llm_url, RAGRAPH_STORE=c.store)

@@ -16,3 +16,8 @@ class ServingSettings(BaseSettings):
     metrics_port: int = Field(0, description="Prometheus /metrics port; 0 picks a free one.")
     max_message_bytes: int = Field(64 * 1024 * 1024, description="Largest gRPC message accepted or sent, in bytes.")
     log_level: str = Field("INFO", description="Python log level of the service.")
+    service_token: str | None = Field(
+        None,
+        description="When set, V2 inference and metadata calls need this token in 'x-ragraph-service-token' "
+        "metadata (the router sends its node_token); health calls stay open.",
+    )
