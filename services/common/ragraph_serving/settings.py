@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -16,6 +18,9 @@ class ServingSettings(BaseSettings):
     metrics_port: int = Field(0, description="Prometheus /metrics port; 0 picks a free one.")
     max_message_bytes: int = Field(64 * 1024 * 1024, description="Largest gRPC message accepted or sent, in bytes.")
     log_level: str = Field("INFO", description="Python log level of the service.")
+    log_format: Literal["json", "text"] = Field(
+        "json", description="ragraph's log lines: json (one object per line, with request_id) or text."
+    )
     service_token: str | None = Field(
         None,
         description="When set, V2 inference and metadata calls need this token in 'x-ragraph-service-token' "

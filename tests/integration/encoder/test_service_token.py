@@ -1,0 +1,96 @@
+"""The node service token: the real encoder started with RAGRAPH_ENCODER_SERVICE_TOKEN answers
+inference and metadata calls only when they carry 'x-ragraph-service-token'; health calls stay
+open. The router's node clients send it when node_token is set (its contract check passes)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from ragraph_client.client import AsyncInferenceClient, InferenceClient
+from ragraph_client.errors import Unauthenticated
+
+from tests.fixtures.servers import Service, free_port, start_service
+
+TOKEN = "node-token-0f5c9a7e3b"
+HEADER = "x-ragraph-service-token"
+
+
+@pytest.fixture(scope="module")
+def guarded_encoder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    log = tmp_path_factory.mktemp("guarded-encoder") / "encoder.log"
+    service = start_service(
+        ["encoder"],
+        log,
+        ["encoder"],
+        env={"RAGRAPH_ENCODER_SERVICE_TOKEN": TOKEN, "RAGRAPH_ENCODER_LOG_LEVEL": "DEBUG"},
+    )
+    yield service
+    service.stop()
+
+
+def test_health_stays_open(guarded_encoder: Service) -> None:
+    with InferenceClient(guarded_encoder.grpc_url, timeout=10) as client:
+        assert client.live() is True
+        assert client.ready() is True
+        assert client.model_ready("encoder") is True
+
+
+@pytest.mark.parametrize("headers", [None, {HEADER: "wrong"}, {HEADER: TOKEN + "x"}, {"authorization": TOKEN}])
+def test_infer_and_metadata_need_the_token(guarded_encoder: Service, headers: dict[str, str] | None) -> None:
+    with InferenceClient(guarded_encoder.grpc_url, timeout=10, headers=headers) as client:
+        with pytest.raises(Unauthenticated, match="^missing or wrong service token$"):
+            client.infer("encoder", {"text": ["hello"]})
+        with pytest.raises(Unauthenticated, match="missing or wrong service token"):
+            client.metadata("encoder")
+        with pytest.raises(Unauthenticated, match="missing or wrong service token"):
+            list(client.stream("encoder", {"text": ["hello"]}, style="mlserver"))
+
+
+def test_the_token_is_accepted(guarded_encoder: Service) -> None:
+    with InferenceClient(guarded_encoder.grpc_url, timeout=30, headers={HEADER: TOKEN}) as client:
+        embedding = client.infer("encoder", {"text": ["hello", "world"]}).output("embedding").as_numpy()
+        assert embedding.shape == (2, 384)
+        assert [t.name for t in client.metadata("encoder").inputs] == ["text"]
+    # per-call headers work as well as the constructor's
+    with InferenceClient(guarded_encoder.grpc_url, timeout=30) as client:
+        assert client.infer("encoder", {"text": ["x"]}, headers={HEADER: TOKEN}).output("embedding").shape == [1, 384]
+
+
+async def test_router_node_clients_send_the_node_token(
+    guarded_encoder: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ragraph_router.service import RouterService
+    from ragraph_router.settings import RouterSettings
+
+    async with AsyncInferenceClient(guarded_encoder.grpc_url, timeout=30, headers={HEADER: TOKEN}) as client:
+        assert (await client.infer("encoder", {"text": ["hi"]})).output("embedding").shape == [1, 384]
+
+    monkeypatch.setenv("RAGRAPH_ENCODER_URL", guarded_encoder.grpc_url)
+    monkeypatch.setenv("RAGRAPH_LLM_URL", f"127.0.0.1:{free_port()}")  # no llm: its problems are expected
+    monkeypatch.setenv("RAGRAPH_STORE", f"local://{tmp_path}/store")
+    problems = {}
+    for token in (None, TOKEN):
+        service = RouterService(RouterSettings(node_token=token, check_interval_s=1.0))
+        try:
+            problems[token] = await service.check()
+        finally:
+            await service.close()
+    encoder_problems = [p for p in problems[None] if guarded_encoder.grpc_url in p]
+    assert encoder_problems and all("UNAUTHENTICATED" in p for p in encoder_problems)
+    assert not [p for p in problems[TOKEN] if guarded_encoder.grpc_url in p]
+    assert [p for p in problems[TOKEN] if "llm" in p]  # the check did run
+
+
+def test_node_logs_are_json_lines_with_the_callers_request_id(guarded_encoder: Service) -> None:
+    import json
+
+    headers = {HEADER: TOKEN, "x-request-id": "req-from-router-7"}
+    with InferenceClient(guarded_encoder.grpc_url, timeout=30, headers=headers) as client:
+        client.infer("encoder", {"text": ["hello"]})  # the id only in metadata
+        client.infer("encoder", {"text": ["hello"]}, id="req-in-body-8")  # the V2 id wins
+    lines = [json.loads(line) for line in guarded_encoder.log().splitlines() if line.startswith('{"ts"')]
+    ours = {line.get("request_id") for line in lines if line["msg"] == "ModelInfer encoder"}
+    assert {"req-from-router-7", "req-in-body-8"} <= ours
+    assert all(line["logger"].startswith("ragraph") and line["level"] for line in lines)
