@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PROTO_OUT := clients
 PROTO_PKG := ragraph_client/_generated
 
-.PHONY: test lint typecheck protos check-protos bench-encoder serve-encoder demo clean
+.PHONY: test lint typecheck protos check-protos bench-encoder serve-encoder demo clean images-check
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -26,8 +26,8 @@ protos: $(STAMP)
 		$(PROTO_PKG)/inference.proto
 
 lint: $(STAMP)
-	$(BIN)/ruff check clients services tests bench
-	$(BIN)/mypy clients/ragraph_client clients/ragraph_cli services/common/ragraph_serving services/encoder/ragraph_encoder services/llm/ragraph_llm services/router/ragraph_retrieval
+	$(BIN)/ruff check clients services tests bench loadtest
+	$(BIN)/mypy clients/ragraph_client clients/ragraph_cli services/common/ragraph_serving services/encoder/ragraph_encoder services/llm/ragraph_llm services/router/ragraph_retrieval services/router/ragraph_router
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m pytest -q -p no:cacheprovider
@@ -42,5 +42,24 @@ serve-encoder: $(STAMP)
 demo: $(STAMP)
 	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} TOKENIZERS_PARALLELISM=false $(BIN)/python scripts/demo.py
 
+# Load test (issue 7): the stack as `make demo` starts it, bench/retrieval/corpus ingested into a temp
+# store, locust headless (loadtest/locustfile.py) for USERS users and DURATION; CSV, summary.json
+# and stack.log in loadtest/out/. Exit 1 on errors other than RESOURCE_EXHAUSTED. Installs the
+# `loadtest` extra (locust, no torch) on first use. RAGRAPH_LOADTEST_URL=host:port: test that router.
+USERS ?= 8
+DURATION ?= 60s
+SPAWN_RATE ?= 2
+.PHONY: loadtest
+loadtest: $(STAMP)
+	$(BIN)/pip show -q locust >/dev/null 2>&1 || $(BIN)/pip install -q -e ".[loadtest]"
+	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} TOKENIZERS_PARALLELISM=false $(BIN)/python loadtest/run.py \
+		--users $(USERS) --duration $(DURATION) --spawn-rate $(SPAWN_RATE)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Each image's install step (deploy/docker/install.sh, as the Dockerfiles run it) into fresh venvs
+# under a temp dir, then the entry points imported and the encoder served from there. Minutes; not
+# part of `make test`. Needs no Docker engine.
+images-check:
+	sh deploy/docker/images_check.sh

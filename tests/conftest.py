@@ -10,6 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from tests.fixtures.corpus import ingest_corpus  # noqa: E402
 from tests.fixtures.servers import Service, start_llm, start_service  # noqa: E402
 
 
@@ -45,3 +46,11 @@ def llm_service(tmp_path_factory: pytest.TempPathFactory, tiny_llm_dir: Path) ->
     service = start_llm(tmp_path_factory.mktemp("llm"), tiny_llm_dir, "--max-batch-size", "8", "--max-queued", "16")
     yield service
     service.stop()
+
+
+@pytest.fixture(scope="session")
+def store_uri(tmp_path_factory: pytest.TempPathFactory, encoder_service: Service) -> str:
+    """A local store holding part of bench/retrieval's corpus (ops docs + one off-topic document),
+    ingested through the real encoder service; shared by the session, read-only for tests."""
+    root = tmp_path_factory.mktemp("graph")
+    return ingest_corpus(root, encoder_service.grpc_url, ["ops", "espresso-machine-care.md"])

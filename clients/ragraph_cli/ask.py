@@ -11,6 +11,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from .connection import add_connection_args, client_kwargs
+
 ROUTER_URL_ENV = "RAGRAPH_ROUTER_URL"
 
 
@@ -80,12 +82,13 @@ def ask_once(
     stream: bool = False,
     timeout: float = 120.0,
     out: TextIO | io.TextIOBase | None = None,
+    connect: dict[str, Any] | None = None,
 ) -> Answer:
     """Ask the router; with ``stream``, each text delta is written to ``out`` (flushed) as it comes."""
     from ragraph_client.client import InferenceClient
 
     answer = Answer()
-    with InferenceClient(url, timeout=timeout) as client:
+    with InferenceClient(url, timeout=timeout, **(connect or {})) as client:
         if not stream:
             reply = client.infer("rag", {"question": [question]}, params)
             outputs = {t.name: _text(t) for t in reply.outputs}
@@ -175,7 +178,10 @@ def ask(args: argparse.Namespace) -> int:
     params = request_params(args)
     show = _Echo(sys.stdout) if args.stream and not args.json else None
     try:
-        answer = ask_once(args.router_url, args.question, params, stream=args.stream, timeout=args.timeout, out=show)
+        answer = ask_once(
+            args.router_url, args.question, params,
+            stream=args.stream, timeout=args.timeout, out=show, connect=client_kwargs(args),
+        )  # fmt: skip
     except RagraphError:
         if show is not None and show.used:
             print(flush=True)  # end the partial answer's line before the error
@@ -216,4 +222,5 @@ def add_command(commands: Any) -> None:
     p.add_argument("--max-tokens", type=int, help="most tokens to generate (default: the llm service's, 128)")
     p.add_argument("--temperature", type=float, help="sampling temperature, 0 = greedy (default: the llm's, 1.0)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds for the whole request (default 120)")
+    add_connection_args(p)
     p.set_defaults(func=ask)

@@ -11,6 +11,8 @@ import json
 import sys
 from collections.abc import Sequence
 
+from .connection import add_connection_args, client_kwargs
+
 
 def _overrides(args: argparse.Namespace, names: Sequence[str]) -> dict[str, object]:
     """Settings fields given on the command line (the rest come from env vars and defaults)."""
@@ -37,7 +39,7 @@ def _serve_encoder(args: argparse.Namespace) -> int:
         overrides["labelsets"] = labelsets
     settings = EncoderSettings(**overrides)  # type: ignore[arg-type]
     server, port = create_server(settings)
-    run(server, settings.log_level)
+    run(server, settings.log_level, settings.log_format)
     return 0
 
 
@@ -49,7 +51,7 @@ def _serve_llm(args: argparse.Namespace) -> int:
     fields = (*_COMMON, "dtype", "max_batch_size", "max_queued", "context_window")
     settings = LLMSettings(**_overrides(args, fields))  # type: ignore[arg-type]
     server, port = create_server(settings)
-    run(server, settings.log_level)
+    run(server, settings.log_level, settings.log_format)
     return 0
 
 
@@ -78,7 +80,7 @@ def _infer(args: argparse.Namespace) -> int:
     from ragraph_client.client import InferenceClient
 
     params = json.loads(args.params) if args.params else {}
-    with InferenceClient(args.url, timeout=args.timeout) as client:
+    with InferenceClient(args.url, timeout=args.timeout, **client_kwargs(args)) as client:
         response = client.infer(args.model, {args.input: list(args.texts)}, params)
     out = {
         "model_name": response.model_name,
@@ -113,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     llm.set_defaults(func=_serve_llm)
 
     router = services.add_parser("router", help="the RAG graph: our own grpc.aio V2 server over the other nodes")
-    router.add_argument("--graph", help="graph YAML (default: the shipped rag graph)")
+    router.add_argument("--graph", help="graph YAML, or a shipped graph by name: rag (default), rag-cached")
     router.add_argument("--grpc-port", type=int)
     router.add_argument("--http-port", type=int, help="REST + SSE gateway port (-1: off)")
     router.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (-1: off)")
@@ -134,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--params", help="request parameters as a JSON object")
     infer.add_argument("--timeout", type=float, default=30.0)
     infer.add_argument("--json", action="store_true", help="one-line JSON")
+    add_connection_args(infer)
     infer.set_defaults(func=_infer)
 
     from .retrieval import add_commands
@@ -144,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_command(commands)
     ask.add_command(commands)
     graph_cmd.add_command(commands)
+    from . import keys
+
+    keys.add_command(commands)
+    from . import health
+
+    health.add_command(commands)
     return parser
 
 

@@ -129,9 +129,7 @@ def add_commands(commands: Any) -> None:
     ing.add_argument("--chunk-tokens", type=int, default=192, help="target chunk size in encoder tokens")
     ing.add_argument("--overlap-tokens", type=int, default=32, help="tokens a chunk repeats from the previous one")
     ing.add_argument("--batch-size", type=int, default=64, help="texts per encoder request")
-    ing.add_argument(
-        "--commit-every", type=int, default=256, help="embed this many chunks, then write their documents"
-    )
+    ing.add_argument("--commit-every", type=int, default=256, help="embed this many chunks, then write their documents")
     ing.add_argument("--no-progress", action="store_true", help="no progress bar")
     ing.set_defaults(func=ingest)
 

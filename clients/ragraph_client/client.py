@@ -63,6 +63,23 @@ def make_request(
     return InferRequest(model, tensors, dict(parameters or {}), id, version, list(outputs or []))
 
 
+def _read(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def _credentials(tls: bool, ca: str | None, cert: str | None, key: str | None) -> grpc.ChannelCredentials | None:
+    if not tls:
+        return None
+    if bool(cert) != bool(key):
+        raise InvalidArgument("a client certificate needs both cert and key")
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read(ca), private_key=_read(key), certificate_chain=_read(cert)
+    )
+
+
 def _metadata(headers: Headers) -> list[tuple[str, str]] | None:
     return [(k.lower(), v) for k, v in headers.items()] if headers else None
 
@@ -85,12 +102,23 @@ class _ClientBase:
         raw: bool = True,
         float_params: convert.FloatForm = "double",
         channel_options: Sequence[tuple[str, Any]] = (),
+        tls: bool = False,
+        ca: str | None = None,
+        cert: str | None = None,
+        key: str | None = None,
+        api_key: str | None = None,
     ) -> None:
+        """``tls``: connect over TLS, verifying the server against ``ca`` (a PEM file; default:
+        the system roots); ``cert``/``key``: a client certificate for mTLS (implies ``tls``).
+        ``api_key`` goes out as ``authorization: Bearer <key>`` on every call."""
         self.url = url
+        self.credentials = _credentials(tls or bool(ca or cert), ca, cert, key)
         # extra gRPC channel arguments, e.g. faster reconnects for a router's node clients
         self.channel_options = [*CHANNEL_OPTIONS, *channel_options]
         self.timeout = timeout
         self.headers = dict(headers or {})
+        if api_key:
+            self.headers.setdefault("authorization", f"Bearer {api_key}")
         self.raw = raw
         self.float_params: convert.FloatForm = float_params
 
@@ -114,7 +142,10 @@ class InferenceClient(_ClientBase):
 
     def __init__(self, url: str, **kwargs: Any) -> None:
         super().__init__(url, **kwargs)
-        self._channel = grpc.insecure_channel(url, options=self.channel_options)
+        if self.credentials is None:
+            self._channel = grpc.insecure_channel(url, options=self.channel_options)
+        else:
+            self._channel = grpc.secure_channel(url, self.credentials, options=self.channel_options)
         self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
 
     def close(self) -> None:
@@ -214,7 +245,10 @@ class AsyncInferenceClient(_ClientBase):
 
     def __init__(self, url: str, **kwargs: Any) -> None:
         super().__init__(url, **kwargs)
-        self._channel = grpc.aio.insecure_channel(url, options=self.channel_options)
+        if self.credentials is None:
+            self._channel = grpc.aio.insecure_channel(url, options=self.channel_options)
+        else:
+            self._channel = grpc.aio.secure_channel(url, self.credentials, options=self.channel_options)
         self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
 
     async def close(self) -> None:

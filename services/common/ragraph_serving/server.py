@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from mlserver import MLServer
 from mlserver.settings import ModelSettings, Settings
+from ragraph_client import logs
+from ragraph_client.otel import otlp_endpoint, tracing_requested
 
 from .servicer import install
 from .settings import ServingSettings
@@ -43,7 +45,7 @@ class HostedServer:
 
 
 def create_mlserver(settings: ServingSettings, models: list[ModelSettings], server_name: str) -> HostedServer:
-    install()
+    install(settings.service_token)
     grpc_port = settings.grpc_port or free_port(settings.host)
     http_port = settings.http_port or free_port(settings.host)
     metrics_port = settings.metrics_port or free_port(settings.host)
@@ -57,18 +59,25 @@ def create_mlserver(settings: ServingSettings, models: list[ModelSettings], serv
         load_models_at_startup=False,
         grpc_max_message_length=settings.max_message_bytes,
         debug=False,
+        # MLServer exports OTLP spans (continuing the router's traceparent) when tracing is asked for
+        tracing_server=_otlp_target() if tracing_requested() else None,
     )
     return HostedServer(mlserver_settings, models, grpc_port, http_port, metrics_port)
 
 
-def run(server: HostedServer, log_level: str = "INFO") -> None:
-    """Serve until SIGINT/SIGTERM (MLServer installs the signal handlers)."""
+def _otlp_target() -> str | None:
+    """MLServer's exporter wants host:port (it always connects in plaintext)."""
+    endpoint = otlp_endpoint()
+    if endpoint is None:
+        return None
+    return endpoint.split("://", 1)[-1].rstrip("/")
+
+
+def run(server: HostedServer, log_level: str = "INFO", log_format: str = "json") -> None:
+    """Serve until SIGINT/SIGTERM (MLServer installs the signal handlers). ragraph's own log
+    lines go out as JSON (with the request id) or text; MLServer keeps its own format."""
+    logs.configure(log_level, log_format, loggers=("ragraph",))
     logger = logging.getLogger("ragraph")
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s [%(name)s] %(levelname)s - %(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(log_level)
-    logger.propagate = False
     logger.info(
         "serving V2 gRPC on :%d, REST on :%d, metrics on :%d", server.grpc_port, server.http_port, server.metrics_port
     )

@@ -4,6 +4,7 @@ not INTERNAL) and one error mapping that keeps every gRPC code a runtime chose."
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,6 +15,7 @@ from mlserver.errors import ModelNotFound
 from mlserver.grpc import dataplane_pb2 as pb
 from mlserver.grpc.converters import ModelInferResponseConverter
 from mlserver.grpc.servicers import InferenceServicer
+from ragraph_client import logs
 from ragraph_client.errors import InvalidArgument, NotFound
 from ragraph_client.tensors import decode_wire_tensors
 from ragraph_client.wire import fill_response, read_request
@@ -21,6 +23,8 @@ from ragraph_client.wire import fill_response, read_request
 from .errors import grpc_status
 
 log = logging.getLogger("ragraph.serving")
+
+SERVICE_TOKEN_HEADER = "x-ragraph-service-token"
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, model: str = "", version: str = "") -> None:
@@ -36,7 +40,31 @@ def validate_request(request: Any) -> None:
     decode_wire_tensors(request.inputs, request.raw_input_contents, "input")
 
 
+def _bind_request_id(request: Any, context: Any) -> None:
+    """Log lines of this call carry the caller's request id: the V2 ``id``, else ``x-request-id``."""
+    rid = request.id or next((v for k, v in (context.invocation_metadata() or ()) if k == logs.REQUEST_ID_HEADER), "")
+    logs.request_id.set(rid or None)
+
+
 class RagraphInferenceServicer(InferenceServicer):
+    # ServingSettings.service_token, set by install(): when set, ModelInfer, ModelStreamInfer and
+    # ModelMetadata need it in SERVICE_TOKEN_HEADER metadata; health calls stay open.
+    service_token: str | None = None
+
+    async def _require_token(self, context: Any) -> None:
+        """UNAUTHENTICATED unless the call carries the service token (when one is configured).
+        Called outside the handlers' try blocks: context.abort raises."""
+        expected = self.service_token
+        if not expected:
+            return
+        sent = next((v for k, v in (context.invocation_metadata() or ()) if k == SERVICE_TOKEN_HEADER), None)
+        if not isinstance(sent, str) or not hmac.compare_digest(sent.encode(), expected.encode()):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong service token")
+
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
+        await self._require_token(context)
+        return await super().ModelMetadata(request, context)
+
     async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
         try:
             return await super().ModelReady(request, context)
@@ -55,6 +83,9 @@ class RagraphInferenceServicer(InferenceServicer):
         return hasattr(target, "handle")
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+        await self._require_token(context)
+        _bind_request_id(request, context)
+        log.debug("ModelInfer %s", request.model_name)
         try:
             use_raw = bool(request.raw_input_contents)
             if await self._is_ragraph_runtime(request):
@@ -80,6 +111,7 @@ class RagraphInferenceServicer(InferenceServicer):
         self, requests_stream: AsyncIterator[pb.ModelInferRequest], context: Any
     ) -> AsyncIterator[pb.ModelInferResponse]:
         """MLServer's stream form (responses are ModelInferResponse; errors end the stream)."""
+        await self._require_token(context)
         first = None
         try:
             async for request in requests_stream:
@@ -87,6 +119,8 @@ class RagraphInferenceServicer(InferenceServicer):
                 break
             if first is None:
                 return
+            _bind_request_id(first, context)
+            log.debug("ModelStreamInfer %s", first.model_name)
             use_raw = bool(first.raw_input_contents)
             if await self._is_ragraph_runtime(first):
                 # Closing this generator (client gone, deadline) closes the runtime's stream,
@@ -110,7 +144,14 @@ class RagraphInferenceServicer(InferenceServicer):
             raise
 
 
-def install() -> None:
+def install(service_token: str | None = None) -> None:
     """Make MLServer's gRPC server build ragraph's servicer. Called by ragraph's launcher and
-    on import of every ragraph runtime, so plain ``mlserver start`` behaves the same."""
+    on import of every ragraph runtime, so plain ``mlserver start`` behaves the same.
+    ``service_token``: require it on inference and metadata calls (None keeps the one set
+    earlier: the runtimes' import-time install() must not clear the launcher's)."""
     mlserver_grpc_server.InferenceServicer = RagraphInferenceServicer  # type: ignore[misc]
+    if service_token is not None:
+        RagraphInferenceServicer.service_token = service_token or None
+    from .health import install as install_health  # grpc.health.v1 next to the V2 service
+
+    install_health()

@@ -3,12 +3,13 @@ converter between V2 messages and the executor)."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 from typing import Any
 
 from ragraph_client.errors import InvalidArgument
 from ragraph_client.params import get_bool, get_int, get_str
-from ragraph_client.tensors import InferRequest, InferResponse, Tensor, TensorSpec
+from ragraph_client.tensors import InferRequest, InferResponse, ModelMetadata, Tensor, TensorSpec
 from ragraph_retrieval import filters
 
 from .executor import DeltaEvent, Event, FinalEvent, RagRequest, SourcesEvent
@@ -22,6 +23,19 @@ OUTPUTS = [
     TensorSpec("guard", "BYTES", [1]),
 ]
 FORWARDED = ("max_tokens", "temperature", "top_p", "top_k_tokens", "seed", "stop")
+
+
+def server_metadata() -> dict[str, Any]:
+    """ServerMetadata, the same over gRPC and REST."""
+    try:
+        version = importlib.metadata.version("ragraph")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    return {"name": "ragraph-router", "version": version, "extensions": ["streaming", "generate"]}
+
+
+def metadata(model: str) -> ModelMetadata:
+    return ModelMetadata(model, ["1"], "ragraph-graph", INPUTS, OUTPUTS)
 
 
 def read_request(request: InferRequest, settings: RouterSettings) -> RagRequest:

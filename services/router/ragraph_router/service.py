@@ -16,12 +16,19 @@ from . import contract
 from .executor import Event, Executor, FinalEvent, RagRequest
 from .graph import Graph, load
 from .settings import RouterSettings
+from .telemetry import RouterMetrics, Tracing
 
 log = logging.getLogger("ragraph.router")
 
 
 class RouterService:
-    def __init__(self, settings: RouterSettings, graph: Graph | None = None) -> None:
+    def __init__(
+        self,
+        settings: RouterSettings,
+        graph: Graph | None = None,
+        metrics: RouterMetrics | None = None,
+        tracing: Tracing | None = None,
+    ) -> None:
         self.settings = settings
         self.graph = graph or load(settings.graph)
         urls = {n.endpoint.url for n in self.graph.nodes if n.endpoint and n.endpoint.url}
@@ -30,13 +37,16 @@ class RouterService:
         # MLServer 1.7.1 drops double_param: float parameters go to the nodes as strings.
         # Reconnect within ~2 s once a node is back (gRPC's default backoff grows to 120 s).
         reconnect = [("grpc.initial_reconnect_backoff_ms", 500), ("grpc.max_reconnect_backoff_ms", 2000)]
+        # the nodes' shared service token (they check it when their service_token is set)
+        node_headers = {"x-ragraph-service-token": settings.node_token} if settings.node_token else None
         self.clients = {
-            url: AsyncInferenceClient(url, float_params="string", channel_options=reconnect) for url in sorted(urls)
+            url: AsyncInferenceClient(url, float_params="string", channel_options=reconnect, headers=node_headers)
+            for url in sorted(urls)
         }
         self.stores: dict[str, VectorStore] = {uri: open_store(uri) for uri in sorted(stores)}
         counter, _ = encoder_counter()
         self.executor = Executor(
-            self.graph, self.clients, self.stores, prompt_counter(settings.prompt_encoding, counter)
+            self.graph, self.clients, self.stores, prompt_counter(settings.prompt_encoding, counter), metrics, tracing
         )
         self.ready = False
         self.problems: list[str] = ["not checked yet"]
@@ -90,6 +100,7 @@ class RouterService:
     async def close(self) -> None:
         if self._watch:
             self._watch.cancel()
+        await self.executor.settle()  # cache writes under way finish before the stores close
         for client in self.clients.values():
             await client.close()
         for store in self.stores.values():

@@ -1,26 +1,21 @@
-"""The router's V2 servicer: protobuf in, typed objects to :class:`RouterService`, protobuf out.
-Errors map to gRPC codes in one place (``ragraph_client.errors.status_for``); codes from the
-nodes pass through unflattened."""
+"""The router's V2 gRPC servicer: protobuf in, typed objects to the :class:`Edge` (keys, limits,
+tracing, metrics, the graph), protobuf out. Errors map to gRPC codes in one place
+(``ragraph_client.errors.status_for``); codes from the nodes pass through unflattened; a
+rate-limit refusal carries ``retry-after`` (seconds) in its trailing metadata."""
 
 from __future__ import annotations
 
-import logging
-import time
-import uuid
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
 from ragraph_client import convert
 from ragraph_client._generated import inference_pb2 as pb
 from ragraph_client._generated import inference_pb2_grpc as pb_grpc
-from ragraph_client.errors import NotFound, RagraphError, status_for
-from ragraph_client.tensors import InferRequest, ModelMetadata
+from ragraph_client.errors import NotFound, status_for
 
 from . import rag_io
-from .executor import FinalEvent
-from .service import RouterService
-
-log = logging.getLogger("ragraph.router")
+from .edge import Edge
 
 
 def _remaining(context: Any) -> float | None:
@@ -28,22 +23,22 @@ def _remaining(context: Any) -> float | None:
     return None if left is None else max(0.0, float(left))
 
 
+def _headers(context: Any) -> dict[str, str]:
+    return {key.lower(): value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
+
+
+async def _fail(context: Any, exc: BaseException) -> None:
+    code, message = status_for(exc)
+    retry_after = getattr(exc, "retry_after_s", None)
+    trailers = (("retry-after", str(max(1, math.ceil(retry_after)))),) if retry_after is not None else ()
+    await context.abort(code, message, trailing_metadata=trailers)
+
+
 class RouterServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, service: RouterService) -> None:
-        self.service = service
-        self.model = service.settings.model_name
-
-    def _request(self, message: pb.ModelInferRequest) -> InferRequest:
-        request = convert.request_from_pb(message)
-        if request.model_name != self.model:
-            raise NotFound(f"unknown model '{request.model_name}': this router serves '{self.model}'")
-        if not request.id:
-            request.id = uuid.uuid4().hex
-        return request
-
-    async def _fail(self, context: Any, exc: BaseException) -> None:
-        code, message = status_for(exc)
-        await context.abort(code, message)
+    def __init__(self, edge: Edge) -> None:
+        self.edge = edge
+        self.service = edge.service
+        self.model = edge.model
 
     async def ServerLive(self, request: Any, context: Any) -> pb.ServerLiveResponse:  # noqa: N802
         return pb.ServerLiveResponse(live=True)
@@ -53,28 +48,26 @@ class RouterServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelReady(self, request: Any, context: Any) -> pb.ModelReadyResponse:  # noqa: N802
         if request.name != self.model:
-            await self._fail(context, NotFound(f"unknown model '{request.name}': this router serves '{self.model}'"))
+            await _fail(context, NotFound(f"unknown model '{request.name}': this router serves '{self.model}'"))
         return pb.ModelReadyResponse(ready=self.service.ready)
 
     async def ServerMetadata(self, request: Any, context: Any) -> pb.ServerMetadataResponse:  # noqa: N802
-        return pb.ServerMetadataResponse(name="ragraph-router", version="0.1.0", extensions=["streaming"])
+        return pb.ServerMetadataResponse(**rag_io.server_metadata())
 
     async def ModelMetadata(self, request: Any, context: Any) -> pb.ModelMetadataResponse:  # noqa: N802
-        if request.name != self.model:
-            await self._fail(context, NotFound(f"unknown model '{request.name}': this router serves '{self.model}'"))
-        meta = ModelMetadata(self.model, ["1"], "ragraph-graph", rag_io.INPUTS, rag_io.OUTPUTS)
-        return convert.metadata_to_pb(meta)
+        try:
+            return convert.metadata_to_pb(self.edge.metadata_for(_headers(context), request.name))
+        except Exception as exc:  # noqa: BLE001 - mapped in one place
+            await _fail(context, exc)
+        raise AssertionError("unreachable")
 
     async def ModelInfer(self, message: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:  # noqa: N802
         try:
-            request = self._request(message)
-            rag = rag_io.read_request(request, self.service.settings)
-            final = await self.service.infer(rag, _remaining(context))
-            return convert.response_to_pb(rag_io.final_response(final, self.model, request.id))
-        except RagraphError as exc:
-            await self._fail(context, exc)
-        except Exception as exc:  # noqa: BLE001 - our bug: INTERNAL with a traceback
-            await self._fail(context, exc)
+            request = convert.request_from_pb(message)
+            response = await self.edge.infer(request, _headers(context), _remaining(context), "ModelInfer")
+            return convert.response_to_pb(response)
+        except Exception as exc:  # noqa: BLE001 - RagraphError keeps its code; anything else is INTERNAL
+            await _fail(context, exc)
         raise AssertionError("unreachable")
 
     async def ModelStreamInfer(  # noqa: N802
@@ -83,17 +76,11 @@ class RouterServicer(pb_grpc.GRPCInferenceServiceServicer):
         """Triton's form: per request, the sources, then one message per text delta, then a final
         message flagged ``triton_final_response``. A failure mid-stream ends the call with the
         node's status code, after the deltas already sent."""
+        headers = _headers(context)
         try:
             async for message in messages:
-                request = self._request(message)
-                rag = rag_io.read_request(request, self.service.settings)
-                started = time.perf_counter()
-                async for event in self.service.stream(rag, _remaining(context)):
-                    response = rag_io.event_response(event, self.model, request.id)
+                request = convert.request_from_pb(message)
+                async for _, response in self.edge.stream(request, headers, _remaining(context), "ModelStreamInfer"):
                     yield pb.ModelStreamInferResponse(infer_response=convert.response_to_pb(response))
-                    if isinstance(event, FinalEvent):
-                        log.debug("request %s streamed in %.1f ms", request.id, (time.perf_counter() - started) * 1e3)
-        except RagraphError as exc:
-            await self._fail(context, exc)
         except Exception as exc:  # noqa: BLE001
-            await self._fail(context, exc)
+            await _fail(context, exc)

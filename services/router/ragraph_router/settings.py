@@ -35,7 +35,7 @@ class RouterSettings(BaseSettings):
         "api_keys is set, every inference call needs a key; health endpoints stay open.",
     )
     api_keys: str | None = Field(
-        None, description="Comma-separated key hashes ('sha256:<hex>', as `ragraph keys create` prints), no file needed."
+        None, description="Comma-separated key hashes ('sha256:<hex>', as `ragraph keys create` prints); no file."
     )
     rate_limit_rps: float | None = Field(None, gt=0, description="Default requests/s per key (a key's own wins).")
     rate_limit_burst: int | None = Field(None, gt=0, description="Default request burst per key (default: 2 x rps).")

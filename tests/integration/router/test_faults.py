@@ -10,7 +10,6 @@ The tiny LLM has a 256-token window and makes ~1000 tokens/s here; it is served 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,9 +24,9 @@ from ragraph_client.client import InferenceClient
 from ragraph_client.errors import Unavailable
 from ragraph_client.tensors import InferResponse
 
+from tests.fixtures.corpus import ingest_corpus
 from tests.fixtures.servers import REPO, Service, _await_ready, start_llm, start_router, start_service, wait_for
 
-CORPUS = REPO / "bench" / "retrieval" / "corpus"
 QUESTION = "How often should the espresso machine be descaled?"
 WINDOW = 2048
 LONG = {"max_tokens": WINDOW - 150, "temperature": 0.0}  # ~2 s of generation
@@ -65,11 +64,6 @@ def _kill(service: Service) -> None:
 
 @pytest.fixture(scope="module")
 def graph(tmp_path_factory: pytest.TempPathFactory, tiny_llm_dir: Path) -> Iterator[Graph]:
-    from ragraph_retrieval.chunking import Chunker
-    from ragraph_retrieval.embedder import EncoderEmbedder
-    from ragraph_retrieval.ingest import Ingestor
-    from ragraph_retrieval.store import open_store
-    from ragraph_retrieval.tokens import encoder_counter
 
     root = tmp_path_factory.mktemp("faults")
     with ThreadPoolExecutor(2) as pool:  # both nodes load at once
@@ -82,12 +76,7 @@ def graph(tmp_path_factory: pytest.TempPathFactory, tiny_llm_dir: Path) -> Itera
             raise next(e for f in (encoder_f, llm_f) if (e := f.exception()) is not None)
     graph = Graph(encoder_f.result(), llm_f.result(), tiny_llm_dir, root)
     try:
-        (root / "corpus").mkdir()
-        shutil.copy(CORPUS / "espresso-machine-care.md", root / "corpus")
-        uri = f"local://{root}/store"
-        counter, limit = encoder_counter()
-        with open_store(uri) as store, EncoderEmbedder(graph.encoder.grpc_url) as embedder:
-            Ingestor(store, embedder, Chunker(counter, limit)).run([str(root / "corpus")])
+        uri = ingest_corpus(root, graph.encoder.grpc_url, ["espresso-machine-care.md"])
         env = {
             "RAGRAPH_ENCODER_URL": graph.encoder.grpc_url,
             "RAGRAPH_LLM_URL": graph.llm.grpc_url,

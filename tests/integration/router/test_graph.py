@@ -4,7 +4,6 @@ through the encoder. Stream order, the guard, policies, deadlines, the contract 
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,29 +11,9 @@ import pytest
 from ragraph_client.client import InferenceClient
 from ragraph_client.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
 
-from tests.fixtures.servers import REPO, Service, start_router, wait_for
+from tests.fixtures.servers import Service, start_router, wait_for
 
-CORPUS = REPO / "bench" / "retrieval" / "corpus"
 QUESTION = "For how many months do we keep the first-of-month copies of the ledger database?"
-
-
-@pytest.fixture(scope="module")
-def store_uri(tmp_path_factory: pytest.TempPathFactory, encoder_service: Service) -> str:
-    from ragraph_retrieval.chunking import Chunker
-    from ragraph_retrieval.embedder import EncoderEmbedder
-    from ragraph_retrieval.ingest import Ingestor
-    from ragraph_retrieval.store import open_store
-    from ragraph_retrieval.tokens import encoder_counter
-
-    root = tmp_path_factory.mktemp("graph")
-    corpus = root / "corpus"
-    shutil.copytree(CORPUS / "ops", corpus / "ops")
-    shutil.copy(CORPUS / "espresso-machine-care.md", corpus)
-    uri = f"local://{root}/store"
-    counter, limit = encoder_counter()
-    with open_store(uri) as store, EncoderEmbedder(encoder_service.grpc_url) as embedder:
-        Ingestor(store, embedder, Chunker(counter, limit)).run([str(corpus)])
-    return uri
 
 
 def _env(encoder: Service, llm: Service, store: str) -> dict[str, str]:

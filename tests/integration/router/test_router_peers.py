@@ -5,7 +5,6 @@ grpc.health.v1 Check."""
 from __future__ import annotations
 
 import json
-import shutil
 import textwrap
 from collections.abc import Iterator
 
@@ -13,9 +12,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.fixtures.servers import REPO, Service, run_peer, start_router, wait_for
+from tests.fixtures.corpus import ingest_corpus
+from tests.fixtures.servers import Service, run_peer, start_router, wait_for
 
-CORPUS = REPO / "bench" / "retrieval" / "corpus"
 QUESTION = "How often should the espresso machine be descaled?"
 
 # Shared by the peer scripts: the question as tritonclient's BYTES input, and a response's
@@ -44,20 +43,8 @@ def strings(result, name):
 def router(
     tmp_path_factory: pytest.TempPathFactory, encoder_service: Service, llm_service: Service
 ) -> Iterator[Service]:
-    from ragraph_retrieval.chunking import Chunker
-    from ragraph_retrieval.embedder import EncoderEmbedder
-    from ragraph_retrieval.ingest import Ingestor
-    from ragraph_retrieval.store import open_store
-    from ragraph_retrieval.tokens import encoder_counter
-
     root = tmp_path_factory.mktemp("peers")
-    (root / "corpus").mkdir()
-    shutil.copy(CORPUS / "espresso-machine-care.md", root / "corpus")
-    shutil.copy(CORPUS / "houseplant-care.md", root / "corpus")
-    uri = f"local://{root}/store"
-    counter, limit = encoder_counter()
-    with open_store(uri) as store, EncoderEmbedder(encoder_service.grpc_url) as embedder:
-        Ingestor(store, embedder, Chunker(counter, limit)).run([str(root / "corpus")])
+    uri = ingest_corpus(root, encoder_service.grpc_url, ["espresso-machine-care.md", "houseplant-care.md"])
     urls = {"RAGRAPH_ENCODER_URL": encoder_service.grpc_url, "RAGRAPH_LLM_URL": llm_service.grpc_url}
     service = start_router(root / "router.log", {**urls, "RAGRAPH_STORE": uri})
     yield service

@@ -1,0 +1,163 @@
+"""What every front door of the router (the gRPC servicer, the REST gateway) does around the
+graph, in one place: check the API key and the rate limits, give the request an id, open its
+trace, run the graph, measure it, and charge the tokens it generated to the caller's key.
+
+Doors convert their wire format to an :class:`InferRequest` and back; errors come out as
+:class:`RagraphError` for the door to map (``retry_after_s`` on rate-limit errors)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any
+
+from ragraph_client import logs
+from ragraph_client.errors import NotFound, RagraphError, ResourceExhausted, Unauthenticated, Unavailable
+from ragraph_client.tensors import InferRequest, InferResponse
+
+from . import rag_io
+from .access.gate import Gate, Principal
+from .executor import DeltaEvent, Event, FinalEvent
+from .service import RouterService
+from .telemetry import RouterMetrics, Tracing, fail
+
+log = logging.getLogger("ragraph.router")
+
+
+def code_name(exc: BaseException) -> str:
+    """The gRPC status code name an exception leaves the router with."""
+    if isinstance(exc, RagraphError):
+        return exc.code.name
+    if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+        return "CANCELLED"
+    return "INTERNAL"
+
+
+class Edge:
+    def __init__(self, service: RouterService, gate: Gate, metrics: RouterMetrics, tracing: Tracing) -> None:
+        self.service = service
+        self.gate = gate
+        self.metrics = metrics
+        self.tracing = tracing
+        self.model = service.settings.model_name
+
+    # --- checks --------------------------------------------------------------------------------
+
+    def authenticate(self, headers: Mapping[str, str]) -> Principal:
+        try:
+            return self.gate.authenticate(headers)
+        except Unauthenticated:
+            self.metrics.unauthenticated.inc()
+            raise
+
+    def check_model(self, name: str) -> None:
+        if name != self.model:
+            raise NotFound(f"unknown model '{name}': this router serves '{self.model}'")
+
+    async def _admit(self, request: InferRequest, headers: Mapping[str, str]) -> Principal:
+        principal = self.authenticate(headers)
+        self.check_model(request.model_name)
+        try:
+            await self.gate.admit(principal)
+        except ResourceExhausted as exc:
+            self.metrics.rate_limited.labels(getattr(exc, "limit", "requests")).inc()
+            raise
+        return principal
+
+    # --- running the graph ----------------------------------------------------------------------
+
+    async def _events(
+        self, request: InferRequest, headers: Mapping[str, str], remaining: float | None, method: str, streaming: bool
+    ) -> AsyncGenerator[Event, None]:
+        started = time.perf_counter()
+        request.id = request.id or headers.get(logs.REQUEST_ID_HEADER) or uuid.uuid4().hex
+        logs.request_id.set(request.id)
+        span = self.tracing.start(f"{self.model} {method}", headers=headers, attrs={"ragraph.request_id": request.id})
+        code = "OK"
+        principal: Principal | None = None
+        deltas, charged = 0, False
+        if streaming:
+            self.metrics.inflight_streams.inc()
+        try:
+            principal = await self._admit(request, headers)
+            rag = rag_io.read_request(request, self.service.settings)
+            rag.trace = span
+            first: float | None = None
+            async for event in self.service.stream(rag, remaining):
+                if isinstance(event, DeltaEvent):
+                    deltas += 1
+                    if first is None:
+                        first = time.perf_counter()
+                        self.metrics.ttft.observe(first - started)
+                if isinstance(event, FinalEvent):
+                    charged = True
+                    await self._account(principal, event, first)
+                yield event
+        except BaseException as exc:
+            code = code_name(exc)
+            if code == "INTERNAL":
+                log.error("request %s failed with our bug", request.id, exc_info=exc)
+            if span is not None:
+                fail(span, exc)
+            raise
+        finally:
+            if principal is not None and deltas and not charged:
+                # the stream ended early (caller gone, node failed): the final count never came;
+                # each delta is at least one generated token, so charge that much
+                await self._charge(principal, deltas)
+            if streaming:
+                self.metrics.inflight_streams.dec()
+            self.metrics.requests.labels(method, code).inc()
+            self.metrics.request_seconds.labels(method).observe(time.perf_counter() - started)
+            if span is not None:
+                span.end()
+
+    async def _account(self, principal: Principal, final: FinalEvent, first: float | None) -> None:
+        tokens = int(final.parameters.get("completion_tokens", 0) or 0)
+        if tokens <= 0:
+            return
+        self.metrics.completion_tokens.inc(tokens)
+        if first is not None and tokens > 1:
+            elapsed = time.perf_counter() - first
+            if elapsed > 0:
+                self.metrics.tokens_per_second.observe((tokens - 1) / elapsed)
+        await self._charge(principal, tokens)
+
+    async def _charge(self, principal: Principal, tokens: int) -> None:
+        try:
+            await self.gate.charge(principal, tokens)
+        except Unavailable as exc:  # the answer is already out: a limits-backend blip must not fail it
+            log.warning("could not charge %d tokens to key %s: %s", tokens, principal.key_id, exc.message)
+
+    async def infer(
+        self, request: InferRequest, headers: Mapping[str, str], remaining: float | None, method: str
+    ) -> InferResponse:
+        """The whole answer (ModelInfer, REST infer)."""
+        final: FinalEvent | None = None
+        async for event in self._events(request, headers, remaining, method, streaming=False):
+            if isinstance(event, FinalEvent):
+                final = event
+        assert final is not None
+        return rag_io.final_response(final, self.model, request.id)
+
+    async def stream(
+        self, request: InferRequest, headers: Mapping[str, str], remaining: float | None, method: str
+    ) -> AsyncGenerator[tuple[Event, InferResponse], None]:
+        """Sources, each text delta, then the final message, as they happen."""
+        events = self._events(request, headers, remaining, method, streaming=True)
+        try:
+            async for event in events:
+                yield event, rag_io.event_response(event, self.model, request.id)
+        finally:
+            await events.aclose()
+
+    def metadata_for(self, headers: Mapping[str, str], name: str) -> Any:
+        self.authenticate(headers)
+        self.check_model(name)
+        return rag_io.metadata(self.model)
+
+    async def close(self) -> None:
+        await self.gate.close()

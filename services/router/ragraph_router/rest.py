@@ -1,0 +1,292 @@
+"""The router's REST + SSE gateway (aiohttp, on the router's event loop): V2 REST health,
+metadata and infer, and Triton's generate extension (``generate``, ``generate_stream`` as
+Server-Sent Events). Everything around the graph (keys, rate limits, request id, tracing,
+metrics) is the :class:`Edge`'s; JSON shaping is ``rest_io``'s; gRPC codes become HTTP
+statuses in one table, :data:`HTTP_STATUS`. See docs/operations.md, "REST + SSE"."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from aiohttp import web
+from ragraph_client.errors import InvalidArgument, RagraphError
+from ragraph_client.tensors import InferRequest, InferResponse
+
+from . import rag_io, rest_io
+from .edge import Edge
+from .executor import Event
+from .settings import RouterSettings
+
+log = logging.getLogger("ragraph.router.rest")
+
+# gRPC status code -> HTTP status; anything not here is 500
+HTTP_STATUS: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+
+TIMEOUT_HEADER = "x-request-timeout-ms"
+REQUEST_ID_HEADER = "x-request-id"
+SHUTDOWN_GRACE_S = 5.0
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",  # nginx: pass events through as they come
+}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def http_status(code: grpc.StatusCode) -> int:
+    return HTTP_STATUS.get(code, 500)
+
+
+class _Failed(Exception):
+    """An error from a graph call, with the request id it ran under. Anything that is not a
+    RagraphError was already logged by the edge (our bug)."""
+
+    def __init__(self, error: Exception, request_id: str) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.request_id = request_id
+
+
+def _headers(request: web.Request) -> dict[str, str]:
+    """Request headers with lower-case names (the first of repeated ones), as the edge takes them."""
+    out: dict[str, str] = {}
+    for name, value in request.headers.items():
+        out.setdefault(name.lower(), value)
+    return out
+
+
+def _remaining(headers: dict[str, str]) -> float | None:
+    """The caller's deadline (``x-request-timeout-ms``), else None: the router's default."""
+    raw = headers.get(TIMEOUT_HEADER)
+    if raw is None:
+        return None
+    try:
+        millis = int(raw.strip())
+    except ValueError:
+        millis = 0
+    if millis <= 0:
+        raise InvalidArgument(f"header {TIMEOUT_HEADER} must be a positive integer (milliseconds), got {raw!r}")
+    return millis / 1000
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=rest_io.dumps(data), status=status, headers=headers, content_type="application/json")
+
+
+def _sse(data: Any, event: str | None = None) -> bytes:
+    head = f"event: {event}\n".encode() if event else b""
+    return head + b"data: " + rest_io.dumps(data) + b"\n\n"
+
+
+def _error_parts(exc: Exception, logged: bool) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """(HTTP status, body, headers) for an error."""
+    if isinstance(exc, RagraphError):
+        code, message = exc.code, exc.message
+    else:
+        if not logged:
+            log.error("REST gateway: internal error", exc_info=exc)
+        code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
+    headers: dict[str, str] = {}
+    retry_after = getattr(exc, "retry_after_s", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    return http_status(code), rest_io.write_error(message, code.name), headers
+
+
+class RestGateway:
+    def __init__(self, edge: Edge, settings: RouterSettings, port: int) -> None:
+        self.edge = edge
+        self.settings = settings
+        self.port = port
+        # room for the largest question, JSON-escaped, plus parameters
+        max_body = max(1 << 20, 6 * settings.max_question_bytes + (64 << 10))
+        self.app = web.Application(middlewares=[self._errors], client_max_size=max_body)
+        routes = [
+            web.get("/v2/health/live", self.live),
+            web.get("/v2/health/ready", self.ready),
+            web.get("/v2", self.server_metadata),
+            web.get("/v2/models/{model}", self.model_metadata),
+            web.get("/v2/models/{model}/ready", self.model_ready),
+            web.post("/v2/models/{model}/infer", self.infer),
+            web.post("/v2/models/{model}/generate", self.generate),
+            web.post("/v2/models/{model}/generate_stream", self.generate_stream),
+        ]
+        self.app.add_routes(routes)
+        self._runner: web.AppRunner | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def _ssl(self) -> ssl.SSLContext | None:
+        settings = self.settings
+        if not settings.tls_cert or not settings.tls_key:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(settings.tls_cert, settings.tls_key)
+        if settings.tls_client_ca:
+            context.load_verify_locations(cafile=settings.tls_client_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+        return context
+
+    async def start(self) -> None:
+        # handler_cancellation: a client that goes away cancels its handler, and with it the
+        # graph call (and the LLM's generation) it was waiting on
+        runner = web.AppRunner(self.app, handler_cancellation=True, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
+        await runner.setup()
+        site = web.TCPSite(runner, self.settings.host, self.port, ssl_context=self._ssl())
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        log.debug("REST gateway on %s:%d", self.settings.host, self.port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    # --- errors --------------------------------------------------------------------------------------
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except _Failed as failed:
+            status, body, headers = _error_parts(failed.error, logged=True)
+            if failed.request_id:
+                headers[REQUEST_ID_HEADER] = failed.request_id
+            return _json(body, status, headers)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            if exc.status == 404:
+                message = f"no such endpoint: {request.method} {request.path}"
+            elif exc.status == 405:
+                message = f"method {request.method} is not allowed on {request.path}"
+            else:
+                message = exc.text or exc.reason
+            allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+            return _json({"error": message}, exc.status, allow)
+        except Exception as exc:  # noqa: BLE001 - RagraphError keeps its code; anything else is a 500
+            status, body, headers = _error_parts(exc, logged=False)
+            return _json(body, status, headers)
+
+    # --- health and metadata (health needs no key, as over gRPC) ------------------------------------
+
+    async def live(self, request: web.Request) -> web.Response:
+        return _json({"live": True})
+
+    async def ready(self, request: web.Request) -> web.Response:
+        ready = bool(self.edge.service.ready)
+        return _json({"ready": ready}, 200 if ready else 503)
+
+    async def server_metadata(self, request: web.Request) -> web.Response:
+        return _json(rag_io.server_metadata())
+
+    async def model_ready(self, request: web.Request) -> web.Response:
+        self.edge.check_model(request.match_info["model"])
+        ready = bool(self.edge.service.ready)
+        return _json({"name": self.edge.model, "ready": ready}, 200 if ready else 503)
+
+    async def model_metadata(self, request: web.Request) -> web.Response:
+        metadata = self.edge.metadata_for(_headers(request), request.match_info["model"])
+        return _json(rest_io.write_metadata(metadata))
+
+    # --- inference -------------------------------------------------------------------------------------
+
+    async def _read(self, request: web.Request) -> tuple[dict[str, str], float | None, list[str], dict[str, Any]]:
+        """Headers, deadline, the model's output names and the JSON body, after the key and the
+        model name are checked (a caller without a key learns nothing about its body)."""
+        headers = _headers(request)
+        remaining = _remaining(headers)
+        if "inference-header-content-length" in headers:
+            raise InvalidArgument(
+                "the binary tensor data extension is not supported: send tensors as JSON "
+                "(tritonclient.http: binary_data=False, binary_data_output=False)"
+            )
+        metadata = self.edge.metadata_for(headers, request.match_info["model"])
+        outputs = [spec.name for spec in metadata.outputs]
+        return headers, remaining, outputs, rest_io.load_body(await request.read())
+
+    async def _infer(
+        self, infer_request: InferRequest, headers: dict[str, str], remaining: float | None, method: str
+    ) -> InferResponse:
+        try:
+            return await self.edge.infer(infer_request, headers, remaining, method)
+        except Exception as exc:  # noqa: BLE001 - mapped by _errors
+            raise _Failed(exc, infer_request.id) from exc
+
+    async def infer(self, request: web.Request) -> web.Response:
+        headers, remaining, outputs, body = await self._read(request)
+        infer_request = rest_io.read_infer(body, self.edge.model, outputs)
+        response = await self._infer(infer_request, headers, remaining, "RestInfer")
+        return _json(rest_io.write_infer(response, infer_request.outputs), headers={REQUEST_ID_HEADER: response.id})
+
+    async def generate(self, request: web.Request) -> web.Response:
+        headers, remaining, _, body = await self._read(request)
+        infer_request = rest_io.read_generate(body, self.edge.model)
+        response = await self._infer(infer_request, headers, remaining, "RestGenerate")
+        return _json(rest_io.write_generate(response), headers={REQUEST_ID_HEADER: response.id})
+
+    async def generate_stream(self, request: web.Request) -> web.StreamResponse:
+        """SSE: one ``data:`` event per streamed message (sources, each text delta, the final
+        one with the parameters). Errors before the first event are plain JSON errors with their
+        status; an error after it is an ``event: error`` frame, and the stream ends."""
+        headers, remaining, _, body = await self._read(request)
+        infer_request = rest_io.read_generate(body, self.edge.model)
+        events = self.edge.stream(infer_request, headers, remaining, "RestGenerateStream")
+        try:
+            # the first message is awaited before answering, so that a refused or invalid
+            # request (key, rate limit, bad parameter) gets its own HTTP status
+            try:
+                first = await anext(events)
+            except Exception as exc:  # noqa: BLE001 - mapped by _errors
+                raise _Failed(exc, infer_request.id) from exc
+            response = web.StreamResponse(headers={**SSE_HEADERS, REQUEST_ID_HEADER: infer_request.id})
+            await response.prepare(request)
+            try:
+                await self._pump(response, first, events)
+            except ConnectionResetError:  # the client went away while we wrote
+                log.info("REST stream %s: client disconnected", infer_request.id)
+            except asyncio.CancelledError:  # ... or while we waited (handler_cancellation)
+                log.info("REST stream %s: client disconnected", infer_request.id)
+                raise
+            return response
+        finally:
+            await events.aclose()  # stops the graph, and the LLM call, if still running
+
+    async def _pump(
+        self,
+        response: web.StreamResponse,
+        first: tuple[Event, InferResponse],
+        events: AsyncIterator[tuple[Event, InferResponse]],
+    ) -> None:
+        item: tuple[Event, InferResponse] | None = first
+        while item is not None:
+            await response.write(_sse(rest_io.write_generate(item[1])))
+            try:
+                item = await anext(events)
+            except StopAsyncIteration:
+                item = None
+            except Exception as exc:  # noqa: BLE001 - the status line is sent: report in band
+                _, body, _ = _error_parts(exc, logged=True)
+                await response.write(_sse(body, event="error"))
+                return
+        await response.write_eof()
