@@ -16,7 +16,7 @@ from .graph import Graph, Node
 # What the router sends for an input fed from a graph value: text values go as BYTES of rank 1.
 _SENT = TensorSpec("", "BYTES", [1])
 # What a node reading another node's output needs from it (by the reader's type).
-_NEEDS = {"RETRIEVER": ("FP32", 2)}
+_NEEDS = {"RETRIEVER": ("FP32", 2), "CACHE": ("FP32", 2)}
 
 
 def _where(node: Node) -> str:

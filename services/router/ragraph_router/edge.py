@@ -20,7 +20,7 @@ from ragraph_client.tensors import InferRequest, InferResponse
 
 from . import rag_io
 from .access.gate import Gate, Principal
-from .executor import DeltaEvent, Event, FinalEvent
+from .events import DeltaEvent, Event, FinalEvent
 from .service import RouterService
 from .telemetry import RouterMetrics, Tracing, fail
 

@@ -9,55 +9,25 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ragraph_client.client import AsyncInferenceClient
 from ragraph_client.errors import DeadlineExceeded, RagraphError, Unavailable
-from ragraph_retrieval import filters
+from ragraph_client.logs import REQUEST_ID_HEADER
 from ragraph_retrieval.store import VectorStore
 from ragraph_retrieval.tokens import TokenCounter
 
-from .graph import Graph, Node, OutputGuard
-from .prompt import PromptBuilder, Source
+from .cache import Entry, SemanticCache, Slot
+from .events import DeltaEvent, Event, FinalEvent, RagRequest, SourcesEvent
+from .graph import Graph, Node, OutputGuard, holds
+from .prompt import PromptBuilder
+from .telemetry import RouterMetrics, Tracing, fail
 from .values import NodeStatus, Values, as_input
 
 log = logging.getLogger("ragraph.router")
 T = TypeVar("T")
 _RETRYABLE = (Unavailable,)
-
-
-@dataclass
-class RagRequest:
-    question: str
-    namespace: str | None = None
-    top_k: int | None = None
-    filter: filters.Node | None = None
-    params: dict[str, Any] = field(default_factory=dict)  # everything the caller sent, for ``forward``
-    debug: bool = False
-    id: str = ""
-
-
-@dataclass
-class SourcesEvent:
-    sources: list[Source]
-
-
-@dataclass
-class DeltaEvent:
-    text: str
-
-
-@dataclass
-class FinalEvent:
-    answer: str
-    sources: list[Source]
-    label: str
-    guard: str
-    parameters: dict[str, Any]
-
-
-Event = SourcesEvent | DeltaEvent | FinalEvent
+_MAX_CACHE_WRITES = 64  # cache writes under way at once; past that an answer is not stored
 
 
 class Executor:
@@ -67,11 +37,17 @@ class Executor:
         clients: Mapping[str, AsyncInferenceClient],
         stores: Mapping[str, VectorStore],
         counter: TokenCounter,
+        metrics: RouterMetrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.graph = graph
         self.clients = clients
         self.stores = stores
         self.counter = counter
+        self.metrics = metrics
+        self.tracing = tracing or Tracing(None)
+        self.cache = SemanticCache.for_graph(graph, stores)
+        self._writes: set[asyncio.Task[None]] = set()  # cache writes under way, off the callers' path
 
     # --- policy ------------------------------------------------------------------------------
 
@@ -110,15 +86,18 @@ class Executor:
                 params[name] = request.params[name]
         return params
 
-    async def _model(self, node: Node, values: Values, request: RagRequest, deadline: float) -> AsyncIterator[Event]:
+    async def _model(
+        self, node: Node, values: Values, request: RagRequest, deadline: float, headers: dict[str, str]
+    ) -> AsyncIterator[Event]:
         assert node.endpoint and node.endpoint.url and node.endpoint.model
         client, model = self.clients[node.endpoint.url], node.endpoint.model
         inputs = {k: as_input(k, v) for k, v in self._inputs(node, values).items()}
         params = self._params(node, request)
         if not node.stream:
             response = await self._attempts(
-                node, values, deadline, lambda t: client.infer(model, inputs, params, timeout=t, id=request.id)
-            )
+                node, values, deadline,
+                lambda t: client.infer(model, inputs, params, timeout=t, id=request.id, headers=headers),
+            )  # fmt: skip
             values.put_response(node.name, response)
             return
         timeout = _share(node, deadline)
@@ -126,7 +105,7 @@ class Executor:
         parts: list[str] = []
         guard = node.output_guard
         size = checked = 0
-        stream = client.stream(model, inputs, params, style=node.stream_style, timeout=timeout)
+        stream = client.stream(model, inputs, params, style=node.stream_style, timeout=timeout, headers=headers)
         try:
             async for response in stream:
                 for tensor in response.outputs:
@@ -143,7 +122,7 @@ class Executor:
                     }
                 if guard and size - checked >= guard.every_chars:
                     checked = size
-                    blocked = await self._output_guard(guard, "".join(parts), deadline)
+                    blocked = await self._output_guard(guard, "".join(parts), deadline, headers)
                     if blocked:
                         values.data[f"{node.name}.guarded"] = blocked
                         values.data[f"{node.name}.parameters"] = {
@@ -156,12 +135,15 @@ class Executor:
             await stream.aclose()  # cancels the node's call when we stop early or are cancelled
         values.data[f"{node.name}.text"] = "".join(parts)
 
-    async def _output_guard(self, guard: OutputGuard, text: str, deadline: float) -> str | None:
+    async def _output_guard(
+        self, guard: OutputGuard, text: str, deadline: float, headers: dict[str, str]
+    ) -> str | None:
         """The blocked label when the answer's tail is blocked, else None."""
         client = self.clients[guard.url]
         window = text[-guard.window_chars :]
         timeout = max(0.001, deadline - time.monotonic())
-        reply = await client.infer(guard.model, {"text": [window]}, {"labelset": guard.labelset}, timeout=timeout)
+        params = {"labelset": guard.labelset}
+        reply = await client.infer(guard.model, {"text": [window]}, params, timeout=timeout, headers=headers)
         label = reply.output("label").as_strings()[0]
         score = float(reply.output("score").as_numpy().reshape(-1)[0])
         return label if label in guard.block_labels and score >= guard.threshold else None
@@ -178,6 +160,40 @@ class Executor:
             node, values, deadline, lambda t: asyncio.to_thread(store.query, vector, top_k, where, namespace)
         )
         values.data[f"{node.name}.matches"] = matches
+
+    async def _cache(self, node: Node, values: Values, request: RagRequest, deadline: float) -> list[Event]:
+        """Look the question up in the semantic cache. A hit serves the stored answer as the
+        stream would (sources, then the text) and the walk goes on at ``on_hit``; a miss leaves
+        the slot the answer is stored in once the graph has made it."""
+        cache = self.cache
+        assert cache is not None
+        vector = self._inputs(node, values)["vector"]
+        vector = vector[0] if getattr(vector, "ndim", 1) == 2 else vector
+        key = cache.key(request.namespace, request.params, request.top_k, request.filter)
+        namespace = cache.namespace(request.namespace)
+        try:
+            found = await self._attempts(
+                node, values, deadline, lambda t: asyncio.to_thread(cache.lookup, vector, key, namespace)
+            )
+        except RagraphError:
+            self._count_cache("error")
+            raise
+        self._count_cache(found.result)
+        values.data[f"{node.name}.hit"] = found.entry is not None
+        values.data[f"{node.name}.score"] = found.score
+        if found.entry is None:
+            values.data[f"{node.name}.slot"] = Slot(key, namespace, vector)
+            return []
+        entry = found.entry
+        values.data[f"{node.name}.answer"] = entry.answer
+        values.data[f"{node.name}.sources"] = entry.sources
+        values.data[f"{node.name}.label"] = entry.label
+        values.data[f"{node.name}.finish_reason"] = entry.finish_reason
+        return [SourcesEvent(entry.sources), DeltaEvent(entry.answer)]
+
+    def _count_cache(self, result: str) -> None:
+        if self.metrics is not None:
+            self.metrics.cache.labels(result).inc()
 
     def _combine(self, node: Node, values: Values) -> list[Event]:
         if node.combine == "refusal":
@@ -201,7 +217,7 @@ class Executor:
 
     def _route(self, node: Node, values: Values) -> str:
         for condition in node.conditions:
-            if all(_holds(values.get(ref), spec) for ref, spec in condition.when.items()):
+            if all(holds(values.get(ref), spec) for ref, spec in condition.when.items()):
                 return condition.goto
         if node.default_child is None:
             raise Unavailable(f"node {node.name}: no condition matched and no default route")
@@ -223,18 +239,27 @@ class Executor:
             values.path.append(name)
             status = values.nodes.setdefault(name, NodeStatus())
             started = time.perf_counter()
+            span = self.tracing.start(
+                f"node {name}", request.trace, attrs={"ragraph.node": name, "ragraph.node.type": node.type}
+            )
             try:
                 if node.type == "MODEL":
-                    async for event in self._model(node, values, request, deadline):
+                    headers = self.tracing.inject(span, {REQUEST_ID_HEADER: request.id})
+                    async for event in self._model(node, values, request, deadline, headers):
                         yield event
                 elif node.type == "RETRIEVER":
                     await self._retrieve(node, values, request, deadline)
                 elif node.type == "COMBINER":
                     for combined in self._combine(node, values):
                         yield combined
+                elif node.type == "CACHE":
+                    for served in await self._cache(node, values, request, deadline):
+                        yield served
                 status.status = "ok"
             except RagraphError as exc:
                 status.error = f"{exc.code.name}: {exc.message}"
+                if span is not None:
+                    fail(span, exc)
                 if node.on_error == "fail":
                     status.status = "failed"
                     raise type(exc)(_named(node, exc.message), exc.code) from exc
@@ -244,8 +269,68 @@ class Executor:
                 log.warning("node %s failed (%s), policy %s: going on", node.name, status.error, node.on_error)
             finally:
                 status.ms = (time.perf_counter() - started) * 1000
-            queue.extend([self._route(node, values)] if node.type == "ROUTER" else node.children)
-        yield self._final(values, request)
+                if status.status == "pending":  # the caller went away, or our own bug
+                    status.status = "aborted"
+                if self.metrics is not None and node.type in ("MODEL", "RETRIEVER", "CACHE"):
+                    self.metrics.node_seconds.labels(name, status.status).observe(status.ms / 1000)
+                if span is not None:
+                    span.set_attribute("ragraph.node.status", status.status)
+                    span.end()
+            queue.extend(self._next(node, values))
+        final = self._final(values, request)
+        self._store_answer(values, request, final)
+        yield final
+
+    def _next(self, node: Node, values: Values) -> list[str]:
+        if node.type == "ROUTER":
+            return [self._route(node, values)]
+        if node.type == "CACHE" and node.on_hit and values.data.get(f"{node.name}.hit"):
+            return [node.on_hit]  # the nodes between the cache and on_hit are skipped
+        return node.children
+
+    # --- the semantic cache's writes -----------------------------------------------------------
+
+    def _store_answer(self, values: Values, request: RagRequest, final: FinalEvent) -> None:
+        """After a miss, store the answer when it is one worth serving again; the write runs in a
+        thread and the final event goes out without waiting for it."""
+        if self.cache is None:
+            return
+        slot = values.data.get(f"{self.cache.node.name}.slot")
+        reason = self._finish_reason(values, final)
+        if not isinstance(slot, Slot) or not self._cacheable(values, final, reason):
+            return
+        if len(self._writes) >= _MAX_CACHE_WRITES:  # a slow store: shed writes, not the thread pool
+            log.warning("cache: %d writes under way, answer to request %s not stored", len(self._writes), request.id)
+            return
+        entry = Entry(request.question, final.answer, final.sources, final.label, reason)
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(self.cache.save, slot, entry))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    def _cacheable(self, values: Values, final: FinalEvent, reason: str) -> bool:
+        """A normal answer: finished (stop or length), no node failed, skipped or defaulted, not
+        stopped by the output guard, not a refusal, not empty."""
+        if values.flagged or "output_guard" in final.parameters or not final.answer.strip():
+            return False
+        if any(self.graph.node(name).combine == "refusal" for name in values.path):
+            return False
+        return reason in ("stop", "length")
+
+    @staticmethod
+    def _finish_reason(values: Values, final: FinalEvent) -> str:
+        """The streaming node's finish_reason, else the last one a node on the path reported."""
+        if final.parameters.get("finish_reason"):
+            return str(final.parameters["finish_reason"])
+        for name in reversed(values.path):
+            params = values.data.get(f"{name}.parameters")
+            if isinstance(params, dict) and params.get("finish_reason"):
+                return str(params["finish_reason"])
+        return ""
+
+    async def settle(self) -> None:
+        """Wait for the cache writes still under way (tests; before closing the stores)."""
+        if self._writes:
+            await asyncio.gather(*list(self._writes), return_exceptions=True)
 
     def _final(self, values: Values, request: RagRequest) -> FinalEvent:
         answer = values.data.get("answer", {})
@@ -263,6 +348,8 @@ class Executor:
         guarded = values.data.get(f"{gen.name}.guarded") if gen else None
         if guarded:
             params["output_guard"] = str(guarded)
+        if self.cache is not None:
+            self._cache_params(values, params)
         if request.debug:
             params["debug"] = json.dumps(self._trace(values, gen.name if gen else None))
         log.debug("request %s: %s", request.id, params["nodes"])
@@ -273,6 +360,18 @@ class Executor:
             guard=str(answer.get("guard") or ""),
             parameters=params,
         )
+
+    def _cache_params(self, values: Values, params: dict[str, Any]) -> None:
+        """``cached``, and ``cache_score``: the hit's similarity, or on a miss the best one under
+        the same key when there was one. A hit reports the stored answer's finish_reason."""
+        assert self.cache is not None
+        name = self.cache.node.name
+        params["cached"] = bool(values.data.get(f"{name}.hit"))
+        score = values.data.get(f"{name}.score")
+        if score is not None:
+            params["cache_score"] = round(float(score), 4)
+        if params["cached"]:
+            params["finish_reason"] = str(values.data.get(f"{name}.finish_reason") or params["finish_reason"])
 
     def _trace(self, values: Values, gen: str | None) -> dict[str, Any]:
         total_ms = (time.perf_counter() - values.started) * 1000
@@ -310,22 +409,3 @@ def _named(node: Node, message: str) -> str:
     if endpoint and endpoint.store:
         return f"{prefix} ({endpoint.store}): {rest}"
     return f"{prefix}: {rest}"
-
-
-def _holds(value: Any, spec: Any) -> bool:
-    """ROUTER conditions: a bare value means equality; ``$eq $ne $in $nin $gt $gte $lt $lte``
-    otherwise (comparisons only hold for numbers)."""
-    if not isinstance(spec, dict):
-        return bool(value == spec)
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    ops = {
-        "$eq": lambda v: value == v,
-        "$ne": lambda v: value != v,
-        "$in": lambda v: value in v,
-        "$nin": lambda v: value not in v,
-        "$gt": lambda v: number and value > v,
-        "$gte": lambda v: number and value >= v,
-        "$lt": lambda v: number and value < v,
-        "$lte": lambda v: number and value <= v,
-    }
-    return all(ops[op](arg) for op, arg in spec.items())

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from ragraph_client.errors import InvalidArgument
 
-NodeType = Literal["MODEL", "RETRIEVER", "ROUTER", "COMBINER"]
+NodeType = Literal["MODEL", "RETRIEVER", "ROUTER", "COMBINER", "CACHE"]
 _CONDITION_OPS = {"$eq", "$ne", "$in", "$nin", "$gt", "$gte", "$lt", "$lte"}
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -30,7 +30,7 @@ class Endpoint(BaseModel):
     model_config = ConfigDict(extra="forbid")
     url: str | None = Field(None, description="host:port of a V2 gRPC server (MODEL nodes).")
     model: str | None = Field(None, description="V2 model name on that server.")
-    store: str | None = Field(None, description="Store URI (RETRIEVER nodes): local://PATH or pinecone://INDEX.")
+    store: str | None = Field(None, description="Store URI (RETRIEVER, CACHE nodes): local://PATH or pinecone://INDEX.")
 
 
 class Condition(BaseModel):
@@ -54,6 +54,16 @@ class OutputGuard(BaseModel):
     message: str = " [stopped: the answer was blocked by the output guard]"
 
 
+class CacheParameters(BaseModel):
+    """A CACHE node's ``parameters`` (docs/graph.md, "Semantic cache")."""
+
+    model_config = ConfigDict(extra="forbid")
+    threshold: float = Field(0.95, gt=0.0, le=1.0, description="Least cosine similarity served as a hit.")
+    ttl_s: float = Field(3600.0, gt=0.0, description="Seconds an answer is served after it was stored.")
+    namespace: str = Field("__cache__", min_length=1, description="Store namespace (the request's is appended).")
+    version: str = Field("", description="Part of every key: change it to drop every cached answer.")
+
+
 class Node(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
@@ -73,6 +83,7 @@ class Node(BaseModel):
     conditions: list[Condition] = Field(default_factory=list, description="ROUTER: first match wins.")
     default_child: str | None = Field(None, alias="default_route")
     combine: Literal["prompt", "answer", "refusal"] | None = None
+    on_hit: str | None = Field(None, description="CACHE: where a hit goes; the nodes in between are skipped.")
 
     @model_validator(mode="before")
     @classmethod
@@ -114,6 +125,8 @@ class Graph(BaseModel):
         return self.node(self.root) if self.root else self.nodes[0]
 
     def next_nodes(self, node: Node) -> list[str]:
+        if node.type == "CACHE" and node.on_hit:
+            return [*node.children, node.on_hit]
         return node.routes() if node.type == "ROUTER" else node.children
 
 
@@ -130,9 +143,12 @@ def _check(graph: Graph) -> None:
         raise GraphError(f"graph {graph.name}: no nodes")
     graph.entry  # noqa: B018 - raises when root names no node
     known = set(names)
+    caches = [n.name for n in graph.nodes if n.type == "CACHE"]
+    if len(caches) > 1:
+        raise GraphError(f"graph {graph.name}: at most one CACHE node, found {caches}")
     for node in graph.nodes:
         where = f"graph {graph.name}, node {node.name!r}"
-        for target in [*node.children, *node.routes()]:
+        for target in [*node.children, *node.routes(), *([node.on_hit] if node.on_hit else [])]:
             if target not in known:
                 raise GraphError(f"{where}: child/route {target!r} is not a node")
         for ref in node.refs():
@@ -158,10 +174,37 @@ def _check(graph: Graph) -> None:
         if node.stream and node.type != "MODEL":
             raise GraphError(f"{where}: only MODEL nodes stream")
         if node.retries and (node.stream or node.type in ("ROUTER", "COMBINER")):
-            raise GraphError(f"{where}: retries are only allowed on idempotent nodes (non-streaming MODEL, RETRIEVER)")
+            raise GraphError(
+                f"{where}: retries are only allowed on idempotent nodes (non-streaming MODEL, RETRIEVER, CACHE)"
+            )
         if node.on_error == "default" and not node.default:
             raise GraphError(f"{where}: on_error: default needs a default: {{output: value}} block")
+        if node.on_hit is not None and node.type != "CACHE":
+            raise GraphError(f"{where}: on_hit is only for CACHE nodes")
+        if node.type == "CACHE":
+            _check_cache(graph, node, where)
     _check_acyclic(graph)
+
+
+def _check_cache(graph: Graph, node: Node, where: str) -> None:
+    if not (node.endpoint and node.endpoint.store):
+        raise GraphError(f"{where}: CACHE nodes need endpoint.store")
+    if node.endpoint.url or node.endpoint.model:
+        raise GraphError(f"{where}: CACHE nodes take endpoint.store only, not endpoint.url/model")
+    if set(node.inputs) != {"vector"}:
+        raise GraphError(f"{where}: CACHE nodes need inputs: {{vector: <node>.embedding}} and nothing else")
+    if not node.on_hit:
+        raise GraphError(f"{where}: CACHE nodes need on_hit: the node a hit goes to (the answer COMBINER)")
+    try:
+        CacheParameters.model_validate(node.parameters)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise GraphError(f"{where}: parameters.{field}: {first['msg']}") from exc
+    answer = f"{node.name}.answer"
+    readers = [n for n in graph.nodes if n.combine == "answer" and answer in n.refs()]
+    if not readers:
+        raise GraphError(f"{where}: on_hit: no combine: answer node reads {answer}, so a hit would answer nothing")
 
 
 def _check_acyclic(graph: Graph) -> None:
@@ -200,12 +243,41 @@ def parse(text: str, source: str = "<graph>") -> Graph:
     return graph
 
 
+def shipped() -> list[str]:
+    """Names of the graphs shipped with the router (``rag``, ``rag-cached``)."""
+    folder = resources.files("ragraph_router").joinpath("graphs")
+    return sorted(f.name.removesuffix(".yaml") for f in folder.iterdir() if f.name.endswith(".yaml"))
+
+
 def load(path: str | Path | None = None) -> Graph:
-    """A graph file, or the shipped default ``rag`` graph when ``path`` is None."""
+    """A graph file; or a shipped graph by name (``rag-cached``: a name with no file of that
+    name); the shipped default ``rag`` graph when ``path`` is None."""
     if path is None:
         text = resources.files("ragraph_router").joinpath("graphs/rag.yaml").read_text()
         return parse(text, "default rag graph")
     file = Path(path)
     if not file.exists():
-        raise GraphError(f"graph file {file} does not exist")
+        if str(path) in shipped():
+            text = resources.files("ragraph_router").joinpath(f"graphs/{path}.yaml").read_text()
+            return parse(text, f"shipped {path} graph")
+        raise GraphError(f"graph file {file} does not exist (shipped graphs, by name: {', '.join(shipped())})")
     return parse(file.read_text(), str(file))
+
+
+def holds(value: Any, spec: Any) -> bool:
+    """ROUTER conditions: a bare value means equality; ``$eq $ne $in $nin $gt $gte $lt $lte``
+    otherwise (comparisons only hold for numbers)."""
+    if not isinstance(spec, dict):
+        return bool(value == spec)
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    ops = {
+        "$eq": lambda v: value == v,
+        "$ne": lambda v: value != v,
+        "$in": lambda v: value in v,
+        "$nin": lambda v: value not in v,
+        "$gt": lambda v: number and value > v,
+        "$gte": lambda v: number and value >= v,
+        "$lt": lambda v: number and value < v,
+        "$lte": lambda v: number and value <= v,
+    }
+    return all(ops[op](arg) for op, arg in spec.items())

@@ -12,7 +12,7 @@ from ragraph_client.params import get_bool, get_int, get_str
 from ragraph_client.tensors import InferRequest, InferResponse, ModelMetadata, Tensor, TensorSpec
 from ragraph_retrieval import filters
 
-from .executor import DeltaEvent, Event, FinalEvent, RagRequest, SourcesEvent
+from .events import DeltaEvent, Event, FinalEvent, RagRequest, SourcesEvent
 from .settings import RouterSettings
 
 INPUTS = [TensorSpec("question", "BYTES", [1])]

@@ -20,7 +20,7 @@ from ragraph_client.tensors import InferRequest, InferResponse
 
 from . import rag_io, rest_io
 from .edge import Edge
-from .executor import Event
+from .events import Event
 from .settings import RouterSettings
 
 log = logging.getLogger("ragraph.router.rest")

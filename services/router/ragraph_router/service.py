@@ -13,7 +13,8 @@ from ragraph_retrieval.store import VectorStore, open_store
 from ragraph_retrieval.tokens import encoder_counter, prompt_counter
 
 from . import contract
-from .executor import Event, Executor, FinalEvent, RagRequest
+from .events import Event, FinalEvent, RagRequest
+from .executor import Executor
 from .graph import Graph, load
 from .settings import RouterSettings
 from .telemetry import RouterMetrics, Tracing
