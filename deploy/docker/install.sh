@@ -1,0 +1,45 @@
+#!/bin/sh
+# Installs ragraph into a fresh virtual environment. Every image's build stage runs this script,
+# and `make images-check` runs the same script outside Docker, so the two cannot drift apart.
+#
+#   install.sh VENV SRC
+#     VENV  the virtual environment to create (the images use /opt/ragraph)
+#     SRC   a directory holding pyproject.toml, README.md, clients/ and services/
+#
+# Environment:
+#   PYTHON           interpreter that creates the venv (default python3)
+#   TORCH_VERSION    the torch every range in pyproject.toml is written for (default 2.13.0)
+#   TORCH_INDEX_URL  where torch comes from (default the CPU wheel index). For a CUDA image pass a
+#                    CUDA index, e.g. https://download.pytorch.org/whl/cu128. Set it empty to use
+#                    pip's own configuration (a mirror, or a local wheel as `make images-check` does).
+set -eu
+
+VENV=${1:?usage: install.sh VENV SRC}
+SRC=${2:?usage: install.sh VENV SRC}
+PYTHON=${PYTHON:-python3}
+TORCH_VERSION=${TORCH_VERSION:-2.13.0}
+TORCH_INDEX_URL=${TORCH_INDEX_URL-https://download.pytorch.org/whl/cpu}
+export PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+
+"$PYTHON" -m venv "$VENV"
+PIP="$VENV/bin/python -m pip"
+$PIP install -q --upgrade pip
+
+# 1. torch first, pinned, from the chosen index: a later dependency range can then never pull a
+#    different (e.g. CUDA, 2 GB larger) build, because the installed one already satisfies it.
+if [ -n "$TORCH_INDEX_URL" ]; then
+    $PIP install -q --index-url "$TORCH_INDEX_URL" "torch==$TORCH_VERSION"
+else
+    $PIP install -q "torch==$TORCH_VERSION"
+fi
+
+# 2. ragraph as a regular wheel (no editable install, no source tree at run time), its
+#    dependencies as binary wheels only: nothing is compiled, so no image needs gcc.
+WHEELS=$(mktemp -d)
+trap 'rm -rf "$WHEELS"' EXIT
+$PIP wheel -q --no-deps --wheel-dir "$WHEELS" "$SRC"
+$PIP install -q --only-binary=:all: "$WHEELS"/ragraph-*.whl "torch==$TORCH_VERSION"
+
+# 3. nothing the services do not need at run time
+$PIP uninstall -q -y pip
+"$VENV/bin/python" -c "import ragraph_cli.main, ragraph_serving.health" >/dev/null
