@@ -14,7 +14,10 @@ async def _run_check(graph: Any, timeout: float) -> list[str]:
     from ragraph_router import contract
 
     urls = sorted({n.endpoint.url for n in graph.nodes if n.endpoint and n.endpoint.url})
-    clients = {url: AsyncInferenceClient(url) for url in urls}
+    # nodes that require the router's service token get it from the same variable the router reads
+    token = os.environ.get("RAGRAPH_ROUTER_NODE_TOKEN")
+    headers = {"x-ragraph-service-token": token} if token else None
+    clients = {url: AsyncInferenceClient(url, headers=headers) for url in urls}
     try:
         return await contract.check(graph, clients, timeout=timeout)
     finally:

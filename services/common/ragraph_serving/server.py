@@ -62,6 +62,12 @@ def create_mlserver(settings: ServingSettings, models: list[ModelSettings], serv
         # MLServer exports OTLP spans (continuing the router's traceparent) when tracing is asked for
         tracing_server=_otlp_target() if tracing_requested() else None,
     )
+    if settings.max_connection_age_s > 0:
+        # MLServer takes extra gRPC server options only through this private field
+        mlserver_settings._custom_grpc_server_settings = {
+            "grpc.max_connection_age_ms": int(settings.max_connection_age_s * 1000),
+            "grpc.max_connection_age_grace_ms": 300_000,  # long enough for a stream under way to finish
+        }
     return HostedServer(mlserver_settings, models, grpc_port, http_port, metrics_port)
 
 

@@ -21,6 +21,12 @@ class ServingSettings(BaseSettings):
     log_format: Literal["json", "text"] = Field(
         "json", description="ragraph's log lines: json (one object per line, with request_id) or text."
     )
+    max_connection_age_s: float = Field(
+        0.0,
+        ge=0,
+        description="When > 0, gRPC connections are closed (gracefully) after this age, so clients "
+        "re-resolve DNS and spread over replicas added since; 0 keeps connections forever.",
+    )
     service_token: str | None = Field(
         None,
         description="When set, V2 inference and metadata calls need this token in 'x-ragraph-service-token' "

@@ -37,7 +37,11 @@ class RouterService:
         stores = {n.endpoint.store for n in self.graph.nodes if n.endpoint and n.endpoint.store}
         # MLServer 1.7.1 drops double_param: float parameters go to the nodes as strings.
         # Reconnect within ~2 s once a node is back (gRPC's default backoff grows to 120 s).
-        reconnect = [("grpc.initial_reconnect_backoff_ms", 500), ("grpc.max_reconnect_backoff_ms", 2000)]
+        reconnect = [
+            ("grpc.initial_reconnect_backoff_ms", 500),
+            ("grpc.max_reconnect_backoff_ms", 2000),
+            ("grpc.lb_policy_name", settings.node_lb_policy),
+        ]
         # the nodes' shared service token (they check it when their service_token is set)
         node_headers = {"x-ragraph-service-token": settings.node_token} if settings.node_token else None
         self.clients = {

@@ -26,6 +26,11 @@ class RouterSettings(BaseSettings):
     max_top_k: int = Field(50, description="Largest top_k a request may ask for.")
     max_message_bytes: int = Field(64 * 1024 * 1024, description="Largest gRPC message accepted or sent.")
     log_level: str = Field("INFO", description="Python log level.")
+    node_lb_policy: Literal["round_robin", "pick_first"] = Field(
+        "round_robin",
+        description="gRPC load balancing over the addresses a node URL resolves to: round_robin spreads "
+        "requests over every replica behind a headless Service; pick_first keeps one connection.",
+    )
     log_format: Literal["json", "text"] = Field("json", description="json: one JSON object per line, with request_id.")
 
     # --- edge security (docs/security.md) ------------------------------------------------------

@@ -94,3 +94,23 @@ def test_node_logs_are_json_lines_with_the_callers_request_id(guarded_encoder: S
     ours = {line.get("request_id") for line in lines if line["msg"] == "ModelInfer encoder"}
     assert {"req-from-router-7", "req-in-body-8"} <= ours
     assert all(line["logger"].startswith("ragraph") and line["level"] for line in lines)
+
+
+def test_graph_check_sends_the_node_token(guarded_encoder: Service, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.fixtures.servers import REPO
+
+    env = {**os.environ, "RAGRAPH_STORE": f"local://{tmp_path}/store"}
+    cmd = [sys.executable, "-m", "ragraph_cli.main", "graph", "check", "--json",
+           "--encoder-url", guarded_encoder.grpc_url, "--llm-url", f"127.0.0.1:{free_port()}"]  # fmt: skip
+    outputs = {}
+    for token in (None, TOKEN):
+        run_env = {**env, "RAGRAPH_ROUTER_NODE_TOKEN": token} if token else env
+        done = subprocess.run(cmd, capture_output=True, text=True, env=run_env, cwd=REPO, timeout=120)
+        assert done.returncode == 1  # the llm is not there either way
+        outputs[token] = done.stdout
+    assert "UNAUTHENTICATED" in outputs[None] and guarded_encoder.grpc_url in outputs[None]
+    assert "UNAUTHENTICATED" not in outputs[TOKEN]

@@ -159,6 +159,15 @@ def test_services_and_pdbs_select_the_pods(name: str) -> None:
         assert {p["name"]: p["port"] for p in services[service]["spec"]["ports"]} == settings_defaults(service)
         assert pdbs[service]["spec"]["selector"]["matchLabels"].items() <= labels.items()
         assert "maxUnavailable" in pdbs[service]["spec"]  # drains never block on a single replica
+    # the nodes: headless, so the router's round_robin channels see every pod, and connections age
+    # out so new pods are found
+    for service in ("encoder", "llm"):
+        assert services[service]["spec"].get("clusterIP") == "None"
+        env = {
+            e["name"]: e.get("value") for e in deployments[service]["spec"]["template"]["spec"]["containers"][0]["env"]
+        }
+        assert float(env[f"RAGRAPH_{service.upper()}_MAX_CONNECTION_AGE_S"]) > 0
+    assert services["router"]["spec"].get("clusterIP") != "None"
 
 
 def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
