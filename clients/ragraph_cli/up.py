@@ -483,7 +483,8 @@ class Stack:
         graph = c.graph or "the shipped rag graph"
         lines = [
             f"ragraph is up{ready}:",
-            f"  router   {self.router_url:<16}  V2 model 'rag' running {graph}",
+            f"  router   {self.router_url:<16}  V2 model 'rag' running {graph}  (REST + SSE :{c.router_port - 1}, "
+            f"metrics :{c.router_port + 1})",
             f"  encoder  {self.encoder_url:<16}  models 'encoder', 'classifier'  (HTTP :{c.encoder_port - 1}, "
             f"metrics :{c.encoder_port + 1})",
             f"  llm      {self.llm_url:<16}  model 'llm' = {llm}  (HTTP :{c.llm_port - 1}, metrics :{c.llm_port + 1})",
