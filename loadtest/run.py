@@ -184,9 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"\nmake loadtest: {dead.name} exited during the run (see {log_path})", file=sys.stderr)
                     extra["died"] = dead.name
             except StackError as exc:
-                print(f"\nmake loadtest: {exc}; last lines of {log_path}:", file=sys.stderr)
-                for line in exc.tail[-20:]:
-                    print(f"  {exc.name} | {line}", file=sys.stderr)
+                exc.report("make loadtest", log_path)
                 return 1
             except subprocess.CalledProcessError as exc:
                 print(f"\nmake loadtest: `{shlex.join(map(str, exc.cmd))}` failed ({exc.returncode})", file=sys.stderr)

@@ -73,9 +73,7 @@ def main() -> int:
             ragraph("ask", QUESTION, "--stream", "--router-url", stack.router_url, "--max-tokens", max_tokens,
                     "--temperature", "0")  # fmt: skip
         except StackError as exc:
-            print(f"\nmake demo: {exc}; last lines of {LOG}:", file=sys.stderr)
-            for line in exc.tail[-20:]:
-                print(f"  {exc.name} | {line}", file=sys.stderr)
+            exc.report("make demo", LOG)
             return 1
         except subprocess.CalledProcessError as exc:
             command = exc.cmd[len(RAGRAPH)]

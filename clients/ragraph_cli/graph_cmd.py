@@ -11,12 +11,12 @@ from typing import Any
 
 async def _run_check(graph: Any, timeout: float) -> list[str]:
     from ragraph_client.client import AsyncInferenceClient
+    from ragraph_client.headers import service_token_headers
     from ragraph_router import contract
 
     urls = sorted({n.endpoint.url for n in graph.nodes if n.endpoint and n.endpoint.url})
     # nodes that require the router's service token get it from the same variable the router reads
-    token = os.environ.get("RAGRAPH_ROUTER_NODE_TOKEN")
-    headers = {"x-ragraph-service-token": token} if token else None
+    headers = service_token_headers(os.environ.get("RAGRAPH_ROUTER_NODE_TOKEN"))
     clients = {url: AsyncInferenceClient(url, headers=headers) for url in urls}
     try:
         return await contract.check(graph, clients, timeout=timeout)

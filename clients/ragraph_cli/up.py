@@ -61,6 +61,12 @@ class StackError(RuntimeError):
         self.name = name
         self.tail = tail or []
 
+    def report(self, prefix: str, log: object, out: TextIO = sys.stderr, lines: int = 20) -> None:
+        """``prefix: message; last lines of LOG:`` and the child's last ``lines`` lines."""
+        print(f"\n{prefix}: {self}; last lines of {log}:", file=out)
+        for line in self.tail[-lines:]:
+            print(f"  {self.name} | {line}", file=out)
+
 
 # --- which LLM ------------------------------------------------------------------------------------
 

@@ -17,14 +17,13 @@ from mlserver.grpc.converters import ModelInferResponseConverter
 from mlserver.grpc.servicers import InferenceServicer
 from ragraph_client import logs
 from ragraph_client.errors import InvalidArgument, NotFound
+from ragraph_client.headers import SERVICE_TOKEN_HEADER
 from ragraph_client.tensors import decode_wire_tensors
 from ragraph_client.wire import fill_response, read_request
 
 from .errors import grpc_status
 
 log = logging.getLogger("ragraph.serving")
-
-SERVICE_TOKEN_HEADER = "x-ragraph-service-token"
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, model: str = "", version: str = "") -> None:
@@ -40,10 +39,14 @@ def validate_request(request: Any) -> None:
     decode_wire_tensors(request.inputs, request.raw_input_contents, "input")
 
 
+def _metadata_value(context: Any, name: str) -> Any:
+    """The value of the call's first ``name`` metadata entry, else None."""
+    return next((v for k, v in (context.invocation_metadata() or ()) if k == name), None)
+
+
 def _bind_request_id(request: Any, context: Any) -> None:
     """Log lines of this call carry the caller's request id: the V2 ``id``, else ``x-request-id``."""
-    rid = request.id or next((v for k, v in (context.invocation_metadata() or ()) if k == logs.REQUEST_ID_HEADER), "")
-    logs.request_id.set(rid or None)
+    logs.request_id.set(request.id or _metadata_value(context, logs.REQUEST_ID_HEADER) or None)
 
 
 class RagraphInferenceServicer(InferenceServicer):
@@ -57,7 +60,7 @@ class RagraphInferenceServicer(InferenceServicer):
         expected = self.service_token
         if not expected:
             return
-        sent = next((v for k, v in (context.invocation_metadata() or ()) if k == SERVICE_TOKEN_HEADER), None)
+        sent = _metadata_value(context, SERVICE_TOKEN_HEADER)
         if not isinstance(sent, str) or not hmac.compare_digest(sent.encode(), expected.encode()):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong service token")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncGenerator, Mapping
@@ -25,6 +26,12 @@ from .service import RouterService
 from .telemetry import RouterMetrics, Tracing, fail
 
 log = logging.getLogger("ragraph.router")
+
+
+def retry_after(exc: BaseException) -> str | None:
+    """The ``retry-after`` value (whole seconds, at least 1) of a rate-limit refusal, else None."""
+    seconds = getattr(exc, "retry_after_s", None)
+    return None if seconds is None else str(max(1, math.ceil(seconds)))
 
 
 def code_name(exc: BaseException) -> str:

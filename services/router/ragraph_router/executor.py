@@ -148,11 +148,15 @@ class Executor:
         score = float(reply.output("score").as_numpy().reshape(-1)[0])
         return label if label in guard.block_labels and score >= guard.threshold else None
 
+    def _vector(self, node: Node, values: Values) -> Any:
+        """The node's ``vector`` input as one row (the encoder answers [1, D] for one text)."""
+        vector = self._inputs(node, values)["vector"]
+        return vector[0] if getattr(vector, "ndim", 1) == 2 else vector
+
     async def _retrieve(self, node: Node, values: Values, request: RagRequest, deadline: float) -> None:
         assert node.endpoint and node.endpoint.store
         store = self.stores[node.endpoint.store]
-        vector = self._inputs(node, values)["vector"]
-        vector = vector[0] if getattr(vector, "ndim", 1) == 2 else vector
+        vector = self._vector(node, values)
         top_k = request.top_k or int(node.parameters.get("top_k", 4))
         where = request.filter
         namespace = request.namespace if request.namespace is not None else node.parameters.get("namespace")
@@ -167,8 +171,7 @@ class Executor:
         the slot the answer is stored in once the graph has made it."""
         cache = self.cache
         assert cache is not None
-        vector = self._inputs(node, values)["vector"]
-        vector = vector[0] if getattr(vector, "ndim", 1) == 2 else vector
+        vector = self._vector(node, values)
         key = cache.key(request.namespace, request.params, request.top_k, request.filter)
         namespace = cache.namespace(request.namespace)
         try:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -19,7 +18,7 @@ from ragraph_client.errors import InvalidArgument, RagraphError
 from ragraph_client.tensors import InferRequest, InferResponse
 
 from . import rag_io, rest_io
-from .edge import Edge
+from .edge import Edge, retry_after
 from .events import Event
 from .settings import RouterSettings
 
@@ -103,9 +102,9 @@ def _error_parts(exc: Exception, logged: bool) -> tuple[int, dict[str, Any], dic
             log.error("REST gateway: internal error", exc_info=exc)
         code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
     headers: dict[str, str] = {}
-    retry_after = getattr(exc, "retry_after_s", None)
-    if retry_after is not None:
-        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    wait = retry_after(exc)
+    if wait is not None:
+        headers["Retry-After"] = wait
     return http_status(code), rest_io.write_error(message, code.name), headers
 
 

@@ -9,11 +9,12 @@ from collections.abc import AsyncIterator
 
 from ragraph_client.client import AsyncInferenceClient
 from ragraph_client.errors import Unavailable
+from ragraph_client.headers import service_token_headers
 from ragraph_retrieval.store import VectorStore, open_store
 from ragraph_retrieval.tokens import encoder_counter, prompt_counter
 
 from . import contract
-from .events import Event, FinalEvent, RagRequest
+from .events import Event, RagRequest
 from .executor import Executor
 from .graph import Graph, load
 from .settings import RouterSettings
@@ -43,7 +44,7 @@ class RouterService:
             ("grpc.lb_policy_name", settings.node_lb_policy),
         ]
         # the nodes' shared service token (they check it when their service_token is set)
-        node_headers = {"x-ragraph-service-token": settings.node_token} if settings.node_token else None
+        node_headers = service_token_headers(settings.node_token)
         self.clients = {
             url: AsyncInferenceClient(url, float_params="string", channel_options=reconnect, headers=node_headers)
             for url in sorted(urls)
@@ -87,15 +88,6 @@ class RouterService:
     def _require_ready(self) -> None:
         if not self.ready:
             raise Unavailable(f"graph {self.graph.name} is not ready: {'; '.join(self.problems)}")
-
-    async def infer(self, request: RagRequest, remaining: float | None) -> FinalEvent:
-        self._require_ready()
-        final = None
-        async for event in self.executor.run(request, self.deadline(remaining)):
-            if isinstance(event, FinalEvent):
-                final = event
-        assert final is not None
-        return final
 
     async def stream(self, request: RagRequest, remaining: float | None) -> AsyncIterator[Event]:
         self._require_ready()

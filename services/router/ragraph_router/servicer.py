@@ -5,7 +5,6 @@ rate-limit refusal carries ``retry-after`` (seconds) in its trailing metadata.""
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,7 +14,7 @@ from ragraph_client._generated import inference_pb2_grpc as pb_grpc
 from ragraph_client.errors import NotFound, status_for
 
 from . import rag_io
-from .edge import Edge
+from .edge import Edge, retry_after
 
 
 def _remaining(context: Any) -> float | None:
@@ -29,8 +28,8 @@ def _headers(context: Any) -> dict[str, str]:
 
 async def _fail(context: Any, exc: BaseException) -> None:
     code, message = status_for(exc)
-    retry_after = getattr(exc, "retry_after_s", None)
-    trailers = (("retry-after", str(max(1, math.ceil(retry_after)))),) if retry_after is not None else ()
+    wait = retry_after(exc)
+    trailers = (("retry-after", wait),) if wait is not None else ()
     await context.abort(code, message, trailing_metadata=trailers)
 
 

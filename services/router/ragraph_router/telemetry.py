@@ -67,7 +67,10 @@ class Tracing:
 
     def __init__(self, tracer: Any | None = None) -> None:
         self.tracer = tracer
-        self.enabled = tracer is not None
+
+    @property
+    def enabled(self) -> bool:
+        return self.tracer is not None
 
     @classmethod
     def from_env(cls, service_name: str = "ragraph-router") -> Tracing:

@@ -5,6 +5,7 @@ processes, TLS and mTLS handshakes, the Prometheus series, and keys never writte
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -193,7 +194,7 @@ def test_rate_limited_series_and_keys_never_logged(secured: Service, keyring: di
 
 
 def test_two_routers_share_one_redis_budget(tmp_path: Path) -> None:
-    if not __import__("shutil").which("redis-server"):
+    if not shutil.which("redis-server"):
         pytest.skip(SKIP_REASON)
     redis = start_redis(tmp_path / "redis.log")
     key = _keys(tmp_path / "keys.json", "shared", "--rps", "0.05", "--burst", "3")

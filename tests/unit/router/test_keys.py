@@ -20,7 +20,8 @@ from ragraph_client.errors import FailedPrecondition, InvalidArgument, NotFound,
 from ragraph_router.access.gate import ANONYMOUS_PRINCIPAL, Gate, Principal
 from ragraph_router.access.keys import KeyStore, create_key, hash_key, key_id_of, read_keys, revoke_key
 from ragraph_router.access.limits import Limits
-from ragraph_router.settings import RouterSettings
+
+from tests.fixtures.router_settings import access_settings
 
 KEY_RE = re.compile(r"rgk_([0-9a-f]{8})_([A-Za-z0-9_-]{43})")
 HASH_RE = re.compile(r"sha256:[0-9a-f]{64}")
@@ -44,14 +45,6 @@ def create(capsys: pytest.CaptureFixture[str], path: Path, name: str, *extra: st
     code, out = cli(capsys, "keys", "create", "--name", name, "--file", str(path), "--json", *extra)
     assert code == 0, out
     return json.loads(out)
-
-
-def settings(**kwargs: object) -> RouterSettings:
-    base: dict[str, object] = {
-        "api_keys_file": None, "api_keys": None, "rate_limit_rps": None, "rate_limit_burst": None,
-        "rate_limit_tokens_per_min": None, "redis_url": None, "node_token": None,
-    }  # fmt: skip
-    return RouterSettings(**{**base, **kwargs})  # type: ignore[arg-type]
 
 
 def test_create_list_revoke_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -201,7 +194,7 @@ def test_gate_auth_table(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> No
     revoked, revoked_rec = create_key(path, "gone")
     revoke_key(path, revoked_rec.id)
     env_key = "a-long-random-operator-chosen-secret-0123456789"  # env-var keys need not be rgk_ form
-    gate = Gate.from_settings(settings(api_keys_file=str(path), api_keys=f" {hash_key(env_key)} ,"))
+    gate = Gate.from_settings(access_settings(api_keys_file=str(path), api_keys=f" {hash_key(env_key)} ,"))
     assert gate.enabled
     wrong = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
     unknown = "rgk_00000000_" + "x" * 43
@@ -243,19 +236,19 @@ def test_gate_auth_table(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> No
 def test_only_the_file_configured_rejects_non_key_strings_as_malformed(tmp_path: Path) -> None:
     path = tmp_path / "keys.json"
     create_key(path, "svc")
-    gate = Gate.from_settings(settings(api_keys_file=str(path)))
+    gate = Gate.from_settings(access_settings(api_keys_file=str(path)))
     with pytest.raises(Unauthenticated, match="malformed API key: expected 'rgk_<id>_<secret>'"):
         gate.authenticate({"x-api-key": "hello"})
 
 
 def test_auth_off_and_env_validation() -> None:
-    gate = Gate.from_settings(settings(api_keys="  "))
+    gate = Gate.from_settings(access_settings(api_keys="  "))
     assert not gate.enabled
     assert gate.authenticate({}) == ANONYMOUS_PRINCIPAL == Principal("anonymous", "anonymous")
     assert gate.limits_for(ANONYMOUS_PRINCIPAL) == Limits()
     pasted = "rgk_12345678_" + "p" * 43  # a key pasted where its hash belongs
     with pytest.raises(InvalidArgument) as info:
-        Gate.from_settings(settings(api_keys=f"{hash_key('x')},{pasted}"))
+        Gate.from_settings(access_settings(api_keys=f"{hash_key('x')},{pasted}"))
     assert "entry 2" in info.value.message and pasted not in info.value.message
 
 
@@ -278,7 +271,7 @@ def test_revoking_an_unknown_id_is_not_found(tmp_path: Path) -> None:
 def test_revocation_reaches_a_live_gate_within_a_second(tmp_path: Path) -> None:
     path = tmp_path / "keys.json"
     key, record = create_key(path, "svc")
-    gate = Gate.from_settings(settings(api_keys_file=str(path)))
+    gate = Gate.from_settings(access_settings(api_keys_file=str(path)))
     assert gate.authenticate({"x-api-key": key}).key_id == record.id
     revoke_key(path, record.id)
     deadline = time.monotonic() + 2.0

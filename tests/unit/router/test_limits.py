@@ -15,9 +15,9 @@ from ragraph_client.errors import ResourceExhausted, Unavailable
 from ragraph_router.access.gate import ANONYMOUS_PRINCIPAL, Gate, Principal
 from ragraph_router.access.keys import KeyStore, create_key, hash_key
 from ragraph_router.access.limits import Buckets, Limits, MemoryBuckets, RateLimited, RedisBuckets
-from ragraph_router.settings import RouterSettings
 
 from tests.fixtures.redis_server import RedisServer, start_redis
+from tests.fixtures.router_settings import access_settings
 from tests.fixtures.servers import free_port
 
 
@@ -214,17 +214,9 @@ async def test_redis_uses_its_own_time_and_expires_full_buckets(redis_server: Re
         await buckets.close()
 
 
-def _settings(**kwargs: object) -> RouterSettings:
-    base: dict[str, object] = {
-        "api_keys_file": None, "api_keys": None, "rate_limit_rps": None, "rate_limit_burst": None,
-        "rate_limit_tokens_per_min": None, "redis_url": None, "node_token": None,
-    }  # fmt: skip
-    return RouterSettings(**{**base, **kwargs})  # type: ignore[arg-type]
-
-
 async def test_two_gates_on_one_redis_share_one_budget(redis_server: RedisServer) -> None:
     key = "rgk_0badcafe_" + "s" * 43
-    settings = _settings(api_keys=hash_key(key), redis_url=redis_server.url, rate_limit_rps=0.01,
+    settings = access_settings(api_keys=hash_key(key), redis_url=redis_server.url, rate_limit_rps=0.01,
                          rate_limit_burst=3, rate_limit_tokens_per_min=600)  # fmt: skip
     one, two = Gate.from_settings(settings), Gate.from_settings(settings)
     try:
@@ -242,7 +234,7 @@ async def test_two_gates_on_one_redis_share_one_budget(redis_server: RedisServer
         await two.close()
     # tokens: one charges, the other is blocked
     other = "rgk_0badf00d_" + "t" * 43
-    settings = _settings(api_keys=hash_key(other), redis_url=redis_server.url, rate_limit_tokens_per_min=60)
+    settings = access_settings(api_keys=hash_key(other), redis_url=redis_server.url, rate_limit_tokens_per_min=60)
     one, two = Gate.from_settings(settings), Gate.from_settings(settings)
     try:
         principal = one.authenticate({"x-api-key": other})
@@ -269,7 +261,7 @@ async def test_redis_down_is_unavailable_naming_the_url_not_a_silent_fallback() 
     finally:
         await buckets.close()
     # with no limits configured the gate never calls Redis at all
-    gate = Gate.from_settings(_settings(redis_url=url))
+    gate = Gate.from_settings(access_settings(redis_url=url))
     await gate.admit(ANONYMOUS_PRINCIPAL)
     await gate.charge(ANONYMOUS_PRINCIPAL, 100)
     await gate.close()
@@ -300,7 +292,7 @@ async def test_gate_defaults_apply_to_anonymous_when_auth_is_off() -> None:
     await gate.admit(gate.authenticate({"x-api-key": "ignored when auth is off"}))
     err = await refusal(gate.admit(principal))  # one budget for every anonymous caller
     assert err.message.startswith("rate limit: anonymous callers are over 1 requests/s")
-    assert Gate.from_settings(_settings(rate_limit_rps=3)).limits_for(principal) == Limits(rps=3)
+    assert Gate.from_settings(access_settings(rate_limit_rps=3)).limits_for(principal) == Limits(rps=3)
 
 
 async def test_gate_per_key_limits_win_over_defaults(tmp_path: Path) -> None:
