@@ -1,9 +1,11 @@
 """Encoder throughput: in-process ``encode`` at its best batch size vs the V2 service under 1, 8
 and 32 concurrent single-sentence clients, measured side by side in one run.
 
-    python bench/encoder.py [--seconds 8] [--batch-time-ms 2 --batch-time-ms 0 ...]
+    python bench/encoder.py [--seconds 6] [--rounds 3] [--batch-time-ms 2 --batch-time-ms 0 ...]
 
-Prints a markdown table (sentences/s and the ratio to in-process).
+The best in-process batch size is picked first; then in-process runs at that size and service
+runs alternate for ``--rounds`` rounds. Prints a markdown table (median sentences/s and the median
+of each round's ratio to in-process).
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import argparse
 import asyncio
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -33,23 +37,21 @@ def sentences(n: int) -> list[str]:
     return [f"{SUBJECTS[i % 6]} {VERBS[(i // 6) % 5]} {OBJECTS[(i // 30) % 6]} in case {i}." for i in range(n)]
 
 
-def in_process(seconds: float) -> tuple[int, float]:
-    from ragraph_encoder.model import Encoder
-    from ragraph_encoder.settings import EncoderSettings
+def in_process_rate(encoder: Any, texts: list[str], batch: int, seconds: float) -> float:
+    encoder.encode_sync(texts[:batch])  # warm-up
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        encoder.encode_sync(texts[done % 3000 : done % 3000 + batch])
+        done += batch
+    return done / (time.perf_counter() - start)
 
-    encoder = Encoder(EncoderSettings(device="cpu"))
-    texts = sentences(4096)
-    best = (0, 0.0)
+
+def best_batch(encoder: Any, texts: list[str], seconds: float) -> int:
+    rates = {}
     for batch in (1, 8, 32, 64, 128):
-        encoder.encode_sync(texts[:batch])  # warm-up
-        done, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            encoder.encode_sync(texts[done % 3000 : done % 3000 + batch])
-            done += batch
-        rate = done / (time.perf_counter() - start)
-        print(f"  in-process batch {batch:>3}: {rate:8.1f} sentences/s", flush=True)
-        best = max(best, (batch, rate), key=lambda x: x[1])
-    return best
+        rates[batch] = in_process_rate(encoder, texts, batch, seconds)
+        print(f"  in-process batch {batch:>3}: {rates[batch]:8.1f} sentences/s", flush=True)
+    return max(rates, key=lambda b: rates[b])
 
 
 async def service_rate(url: str, clients: int, seconds: float) -> float:
@@ -76,31 +78,47 @@ async def service_rate(url: str, clients: int, seconds: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--rounds", type=int, default=3, help="in-process/service rounds, alternated")
     parser.add_argument("--batch-time-ms", type=float, action="append", help="service max_batch_time_ms to try")
     parser.add_argument("--max-batch-size", type=int, default=32)
     args = parser.parse_args()
     import torch
+    from ragraph_encoder.model import Encoder
+    from ragraph_encoder.settings import EncoderSettings
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
-    best_batch, best_rate = in_process(args.seconds)
-    rows = [(f"in-process encode, batch {best_batch}", best_rate)]
+    encoder, texts = Encoder(EncoderSettings(device="cpu")), sentences(4096)
+    batch = best_batch(encoder, texts, args.seconds)
+    rows: list[tuple[str, list[float], list[float]]] = []
     for batch_time in args.batch_time_ms or [2.0]:
         os.environ["RAGRAPH_ENCODER_MAX_BATCH_TIME_MS"] = str(batch_time)
         os.environ["RAGRAPH_ENCODER_MAX_BATCH_SIZE"] = str(args.max_batch_size)
         log = Path(tempfile.mkdtemp()) / "encoder.log"
         service = start_service(["encoder", "--device", "cpu"], log, ["encoder"])
+        measured: dict[str, tuple[list[float], list[float]]] = {}
         try:
-            for clients in (1, 8, 32):
-                rate = asyncio.run(service_rate(service.grpc_url, clients, args.seconds))
-                label = f"service, {clients} clients (batch time {batch_time:g} ms, max {args.max_batch_size})"
-                print(f"  {label}: {rate:8.1f} sentences/s", flush=True)
-                rows.append((label, rate))
+            # In-process and service runs alternate, so drift on a noisy machine hits both alike;
+            # each round's ratio compares runs seconds apart.
+            for r in range(args.rounds):
+                base = in_process_rate(encoder, texts, batch, args.seconds)
+                print(f"  round {r + 1}: in-process batch {batch}: {base:8.1f} sentences/s", flush=True)
+                measured.setdefault(f"in-process encode, batch {batch}", ([], []))[0].append(base)
+                measured[f"in-process encode, batch {batch}"][1].append(1.0)
+                for clients in (1, 8, 32):
+                    rate = asyncio.run(service_rate(service.grpc_url, clients, args.seconds))
+                    label = f"service, {clients} clients (batch time {batch_time:g} ms, max {args.max_batch_size})"
+                    print(f"  round {r + 1}: {label}: {rate:8.1f} sentences/s ({rate / base:.2f})", flush=True)
+                    measured.setdefault(label, ([], []))[0].append(rate)
+                    measured[label][1].append(rate / base)
         finally:
             service.stop()
-    print("\n| setup | sentences/s | vs in-process |\n|---|---:|---:|")
-    for label, rate in rows:
-        print(f"| {label} | {rate:.1f} | {rate / best_rate:.2f} |")
+        rows += [(label, rates, ratios) for label, (rates, ratios) in measured.items()]
+    print(f"\n| setup | sentences/s (median of {args.rounds}) | vs in-process (median) | ratio range |")
+    print("|---|---:|---:|---:|")
+    for label, rates, ratios in rows:
+        spread = f"{min(ratios):.2f}–{max(ratios):.2f}"
+        print(f"| {label} | {statistics.median(rates):.1f} | {statistics.median(ratios):.2f} | {spread} |")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,9 @@ class EncoderSettings(ServingSettings):
     device: str = Field("auto", description="auto (cuda when available), cpu or cuda.")
     max_batch_size: int = Field(32, description="Most sentences one forward pass takes from concurrent requests.")
     max_batch_time_ms: float = Field(
-        2.0, description="How long an idle batcher waits for more requests before it runs."
+        2.0,
+        description="How long an idle batcher waits for the next request before it runs; arrivals "
+        "keep extending the wait, up to 5 times this in all.",
     )
     max_texts: int = Field(1024, description="Most texts one request may carry.")
     max_request_bytes: int = Field(4 * 1024 * 1024, description="Most UTF-8 bytes of text one request may carry.")

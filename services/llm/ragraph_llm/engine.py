@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from prometheus_client import CollectorRegistry
 from ragraph_client.errors import RagraphError, ResourceExhausted, Unavailable
+from ragraph_serving.batcher import GATHER_FACTOR
 from transformers import DynamicCache
 
 from .metrics import EngineMetrics
@@ -242,8 +243,8 @@ class Engine:
 
     def _gather(self) -> None:
         """An idle engine waits while requests keep arriving (each within max_batch_time of the
-        last, at most 5 x max_batch_time in all), so a burst shares one prefill."""
-        deadline = time.monotonic() + 5 * self.max_batch_time
+        last, at most GATHER_FACTOR x max_batch_time in all), so a burst shares one prefill."""
+        deadline = time.monotonic() + GATHER_FACTOR * self.max_batch_time
         seen = -1
         while time.monotonic() < deadline:
             with self._lock:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from ragraph_serving.batcher import MicroBatcher
+from ragraph_serving.batcher import GATHER_FACTOR, MicroBatcher
 
 
 async def test_concurrent_requests_share_batches_and_keep_order() -> None:
@@ -48,3 +48,37 @@ async def test_batch_size_cap_and_cancelled_callers_are_dropped() -> None:
     assert [await t for t in others] == [[i] for i in range(1, 9)]
     assert all(len(batch) <= 4 for batch in seen)
     assert all(99 not in batch for batch in seen)
+
+
+async def test_an_idle_batcher_gathers_a_wave_that_outlasts_one_window() -> None:
+    # Closed-loop clients come back one by one after a batch: each arrival within max_batch_time
+    # of the last keeps the batch open, so the wave (70 ms here) shares one batch although it is
+    # longer than one 50 ms window.
+    calls: list[list[int]] = []
+    batcher: MicroBatcher[int, int] = MicroBatcher(
+        lambda items: calls.append(list(items)) or items, max_batch_size=64, max_batch_time=0.05
+    )
+    tasks = []
+    for i in range(8):
+        tasks.append(asyncio.create_task(batcher.submit([i])))
+        await asyncio.sleep(0.01)
+    assert [await t for t in tasks] == [[i] for i in range(8)]
+    assert calls == [list(range(8))]
+
+
+async def test_gathering_stops_at_gather_factor_windows() -> None:
+    calls: list[list[int]] = []
+    window = 0.02
+    batcher: MicroBatcher[int, int] = MicroBatcher(
+        lambda items: calls.append(list(items)) or items, max_batch_size=1000, max_batch_time=window
+    )
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    tasks = []
+    while loop.time() - start < 3 * GATHER_FACTOR * window:  # a steady trickle, never a pause
+        tasks.append(asyncio.create_task(batcher.submit([len(tasks)])))
+        await asyncio.sleep(0.005)
+    await asyncio.gather(*tasks)
+    assert len(calls) >= 2  # the first batch closed at the cap instead of waiting out the trickle
+    assert len(calls[0]) < len(tasks)
+    assert sorted(x for batch in calls for x in batch) == list(range(len(tasks)))
