@@ -157,6 +157,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2, help="requests per stream, one after the other")
+    parser.add_argument(
+        "--steady-rounds", type=int, default=6, help="requests per stream in the steady-state phase (longer window)"
+    )
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--streams", default="1,4,16", help="concurrency levels, comma-separated")
     args = parser.parse_args()
@@ -183,7 +186,7 @@ def main() -> None:
             rows.append(report(f"service, {streams} streams, all starting at once", streams, burst))
             if streams > 1:  # spread the starts over one request's time: arrivals desynchronise
                 per_request = burst.wall / args.rounds
-                steady = asyncio.run(service_load(service, streams, args.tokens, args.rounds + 2, ramp=per_request))
+                steady = asyncio.run(service_load(service, streams, args.tokens, args.steady_rounds, ramp=per_request))
                 rows.append(report(f"service, {streams} streams, steady state", streams, steady))
     finally:
         service.stop()

@@ -26,8 +26,8 @@ import torch
 from prometheus_client import CollectorRegistry
 from ragraph_client.errors import RagraphError, ResourceExhausted, Unavailable
 from ragraph_serving.batcher import GATHER_FACTOR
-from transformers import DynamicCache
 
+from .kvcache import RunningBatch, new_cache
 from .metrics import EngineMetrics
 from .model import LanguageModel
 from .sampling import SamplingParams, choose, make_generator
@@ -53,7 +53,8 @@ class Sequence:
     prompt_ids: list[int]
     params: SamplingParams
     stream: TextStream
-    sink: Callable[[Event], object]
+    loop: asyncio.AbstractEventLoop  # where the consumer runs: events are put on its queue there
+    put: Callable[[Event], object]
     generator: torch.Generator | None = None
     tokens: list[int] = field(default_factory=list)
     submitted: float = field(default_factory=time.monotonic)
@@ -64,48 +65,9 @@ class Sequence:
     id: int = 0
 
 
-class _Batch:
-    """KV cache and attention mask of the running sequences, one row each (left-padded)."""
-
-    def __init__(self, cache: Any, mask: torch.Tensor) -> None:
-        self.cache = cache
-        self.mask = mask
-
-    def layers(self) -> list[Any]:
-        return list(self.cache.layers)
-
-    def mergeable(self) -> bool:
-        return all(type(layer).__name__ == "DynamicLayer" for layer in self.layers())
-
-    def merge(self, other: _Batch) -> None:
-        width = max(self.mask.shape[1], other.mask.shape[1])
-        for mine, theirs in zip(self.layers(), other.layers(), strict=True):
-            mine.keys = torch.cat([_pad_left(mine.keys, width), _pad_left(theirs.keys, width)])
-            mine.values = torch.cat([_pad_left(mine.values, width), _pad_left(theirs.values, width)])
-        self.mask = torch.cat([_pad_left_mask(self.mask, width), _pad_left_mask(other.mask, width)])
-
-    def select(self, rows: list[int], trim: bool) -> None:
-        index = torch.tensor(rows, device=self.mask.device)
-        self.cache.batch_select_indices(index)
-        self.mask = self.mask[index]
-        if trim:  # drop leading columns that are padding in every remaining row
-            used = (self.mask.sum(dim=0) > 0).nonzero()
-            first = int(used[0]) if len(used) else 0
-            if first > 0:
-                self.mask = self.mask[:, first:]
-                for layer in self.layers():
-                    layer.keys = layer.keys[:, :, first:, :]
-                    layer.values = layer.values[:, :, first:, :]
-
-
-def _pad_left(states: torch.Tensor, width: int) -> torch.Tensor:
-    missing = width - states.shape[-2]
-    return torch.nn.functional.pad(states, (0, 0, missing, 0)) if missing > 0 else states
-
-
-def _pad_left_mask(mask: torch.Tensor, width: int) -> torch.Tensor:
-    missing = width - mask.shape[1]
-    return torch.nn.functional.pad(mask, (missing, 0)) if missing > 0 else mask
+def _deliver(items: list[tuple[Callable[[Event], object], Event]]) -> None:
+    for put, event in items:
+        put(event)
 
 
 class Engine:
@@ -128,11 +90,12 @@ class Engine:
         self.metrics = metrics or EngineMetrics(CollectorRegistry())  # unexported when none is given
         self._waiting: collections.deque[Sequence] = collections.deque()
         self._running: list[Sequence] = []
-        self._batch: _Batch | None = None
+        self._batch: RunningBatch | None = None
         self._mergeable: bool | None = None
         self._lock = threading.Condition()
         self._closed = False
         self._ids = itertools.count(1)
+        self._outbox: list[tuple[Sequence, Event]] = []  # events of the current step, engine thread only
         if sys.getswitchinterval() > 0.001:
             # The engine thread and the server's event loop share the GIL; at the default 5 ms
             # switch interval each waits up to 5 ms for the other (measured: TTFT and ITL).
@@ -149,7 +112,7 @@ class Engine:
         queue: asyncio.Queue[Event] = asyncio.Queue()
         seq = Sequence(
             prompt_ids, params, TextStream(self.lm.tokenizer, params.stop),
-            sink=lambda event: loop.call_soon_threadsafe(queue.put_nowait, event),
+            loop=loop, put=queue.put_nowait,
             generator=make_generator(params, self.lm.device),
         )  # fmt: skip
         self.submit(seq)
@@ -231,7 +194,8 @@ class Engine:
                 log.exception("engine step failed; failing %d running sequences", len(self._running))
                 error = exc if isinstance(exc, RagraphError) else Unavailable(f"LLM engine step failed: {exc}")
                 for seq in self._running:
-                    seq.sink(Event("", error=error))
+                    self._post(seq, Event("", error=error))
+                self._flush()
                 with self._lock:
                     self._running, self._batch = [], None
                     self._gauges()
@@ -239,7 +203,24 @@ class Engine:
             pending = list(self._waiting) + self._running
             self._waiting.clear()
         for seq in pending:
-            seq.sink(Event("", error=Unavailable("the LLM engine shut down before this request finished")))
+            self._post(seq, Event("", error=Unavailable("the LLM engine shut down before this request finished")))
+        self._flush()
+
+    def _post(self, seq: Sequence, event: Event) -> None:
+        self._outbox.append((seq, event))
+
+    def _flush(self) -> None:
+        """Hand a step's events to their consumers' event loops: one wake-up per loop and step
+        instead of one per event (each costs a syscall in this thread and a wake-up there)."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Callable[[Event], object], Event]]] = {}
+        for seq, event in self._outbox:
+            by_loop.setdefault(seq.loop, []).append((seq.put, event))
+        self._outbox = []
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, items)
+            except RuntimeError:  # that loop is closed: nobody is left to read these events
+                pass
 
     def _gather(self) -> None:
         """An idle engine waits while requests keep arriving (each within max_batch_time of the
@@ -276,15 +257,16 @@ class Engine:
         elif self._running:
             self._decode()
         self._reap()
+        self._flush()
 
     def _prefill(self, new: list[Sequence]) -> None:
         device, pad = self.lm.device, self.lm.pad_id
         width = max(len(s.prompt_ids) for s in new)
         ids = torch.tensor([[pad] * (width - len(s.prompt_ids)) + s.prompt_ids for s in new], device=device)
         mask = torch.tensor([[0] * (width - len(s.prompt_ids)) + [1] * len(s.prompt_ids) for s in new], device=device)
-        cache = DynamicCache(config=self.lm.model.config)
+        cache = new_cache(self.lm.model.config)
         logits = self._forward(ids, mask, cache)
-        batch = _Batch(cache, mask)
+        batch = RunningBatch(cache, mask)
         if self._mergeable is None:
             self._mergeable = batch.mergeable()
             log.info("KV cache %s merge: %s batching", "can" if self._mergeable else "cannot",
@@ -329,7 +311,7 @@ class Engine:
             except Exception as exc:  # one row's sampling bug fails that request only
                 log.exception("sampling failed for sequence %d", seq.id)
                 self._count_finish(seq, "error")
-                seq.sink(Event("", error=exc))
+                self._post(seq, Event("", error=exc))
                 continue
             seq.tokens.append(token)
             if seq.first_token_at == 0.0:
@@ -348,13 +330,14 @@ class Engine:
             elif len(seq.tokens) >= seq.params.max_tokens:
                 self._finish(seq, "length", delta)
             elif delta:
-                seq.sink(Event(delta))
+                self._post(seq, Event(delta))
 
     def _finish(self, seq: Sequence, reason: str, text: str) -> None:
         if not seq.stream.stopped:  # EOS or length: flush text held back for a possible stop string
             text += seq.stream.finish()
         self._count_finish(seq, reason)
-        seq.sink(
+        self._post(
+            seq,
             Event(
                 text, reason, len(seq.prompt_ids), len(seq.tokens),
                 (seq.first_token_at - seq.submitted) * 1000.0,
