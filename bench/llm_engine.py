@@ -1,0 +1,123 @@
+"""The LLM engine alone (in process, no gRPC): aggregate tok/s and TTFT with N concurrent
+streams, and where the engine thread's time goes (prefill and decode steps, reaping rows).
+
+    python bench/llm_engine.py [--streams 16] [--rounds 6] [--tokens 32]
+
+Streams start spread over ``--ramp`` seconds (steady state) and each sends ``--rounds`` requests
+one after the other; tok/s is the engine's token counter over the window where every stream runs.
+Compare with bench/llm.py's service figures to see what the transport costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from llm import prompts  # noqa: E402
+from ragraph_llm import engine as engine_module  # noqa: E402
+
+from tests.fixtures.tiny_llm import build_tiny_llm  # noqa: E402
+
+STEPS = ("_prefill", "_decode", "_reap")
+
+
+def time_steps() -> dict[str, list[float]]:
+    """Wrap the engine's step phases to record (calls, seconds, rows)."""
+    stats: dict[str, list[float]] = collections.defaultdict(lambda: [0, 0.0, 0])
+    for name in STEPS:
+        original = getattr(engine_module.Engine, name)
+
+        def timed(self: Any, *args: Any, _original: Callable[..., Any] = original, _name: str = name) -> Any:
+            rows = len(args[0]) if args else len(self._running)
+            start = time.perf_counter()
+            result = _original(self, *args)
+            entry = stats[_name]
+            entry[0] += 1
+            entry[1] += time.perf_counter() - start
+            entry[2] += rows
+            return result
+
+        setattr(engine_module.Engine, name, timed)
+    return stats
+
+
+async def run(
+    engine: Any, ids: list[list[int]], streams: int, rounds: int, ramp: float, tokens: int
+) -> tuple[float, float]:
+    from ragraph_llm.sampling import SamplingParams
+
+    ttfts: list[float] = []
+    first_done = asyncio.Event()
+    origin = time.perf_counter()
+    window: dict[str, float] = {}
+
+    async def one(k: int) -> None:
+        await asyncio.sleep(k * ramp / streams)
+        for r in range(rounds):
+            sent, first = time.perf_counter(), 0.0
+            async for event in engine.generate(
+                ids[(k * rounds + r) % len(ids)], SamplingParams(max_tokens=tokens, temperature=0)
+            ):
+                first = first or time.perf_counter() - sent
+                if event.finish_reason:
+                    if sent - origin >= ramp:
+                        ttfts.append(first)
+                    break
+        first_done.set()
+
+    async def measure() -> None:
+        await asyncio.sleep(ramp)
+        count, start = engine.metrics.tokens._value.get(), time.perf_counter()
+        await first_done.wait()
+        window["rate"] = (engine.metrics.tokens._value.get() - count) / (time.perf_counter() - start)
+
+    await asyncio.gather(measure(), *(one(k) for k in range(streams)))
+    return window["rate"], statistics.median(ttfts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--streams", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--ramp", type=float, default=0.6, help="seconds over which the streams start")
+    args = parser.parse_args()
+    from ragraph_llm.model import LanguageModel
+    from ragraph_llm.settings import LLMSettings
+
+    model_dir = build_tiny_llm(Path(tempfile.gettempdir()) / "ragraph-bench-bench", kind="bench")
+    settings = LLMSettings(model=str(model_dir), device="cpu", max_batch_size=args.streams)
+    lm = LanguageModel(settings)
+    stats = time_steps()
+    engine = engine_module.Engine(lm, settings.max_batch_size, 1024, settings.max_batch_time_ms,
+                                  max_prefill_tokens=settings.max_prefill_tokens)  # fmt: skip
+    ids = [lm.tokenizer(text)["input_ids"] for text in prompts(200)]
+    try:
+        asyncio.run(run(engine, ids, 1, 2, 0.0, args.tokens))  # warm-up
+        stats.clear()
+        rate, ttft = asyncio.run(run(engine, ids, args.streams, args.rounds, args.ramp, args.tokens))
+    finally:
+        engine.close()
+    print(f"engine alone, {args.streams} streams, steady state: {rate:.1f} tok/s, TTFT p50 {ttft * 1e3:.1f} ms")
+    print("| phase | calls | ms per call | rows per call | share of engine time |\n|---|---:|---:|---:|---:|")
+    total = sum(entry[1] for entry in stats.values())
+    for name in STEPS:
+        calls, seconds, rows = stats[name]
+        print(f"| {name.lstrip('_')} | {calls:.0f} | {1e3 * seconds / max(calls, 1):.2f} | "
+              f"{rows / max(calls, 1):.1f} | {seconds / total:.0%} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
