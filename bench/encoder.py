@@ -76,6 +76,15 @@ async def service_rate(url: str, clients: int, seconds: float) -> float:
         return count / (time.perf_counter() - start)
 
 
+Measured = dict[str, tuple[list[float], list[float]]]  # label -> (rates, ratios), one per round
+
+
+def record(measured: Measured, label: str, rate: float, ratio: float) -> None:
+    rates, ratios = measured.setdefault(label, ([], []))
+    rates.append(rate)
+    ratios.append(ratio)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=6.0)
@@ -96,21 +105,19 @@ def main() -> None:
         os.environ["RAGRAPH_ENCODER_MAX_BATCH_SIZE"] = str(args.max_batch_size)
         log = Path(tempfile.mkdtemp()) / "encoder.log"
         service = start_service(["encoder", "--device", "cpu"], log, ["encoder"])
-        measured: dict[str, tuple[list[float], list[float]]] = {}
+        measured: Measured = {}
         try:
             # In-process and service runs alternate, so drift on a noisy machine hits both alike;
             # each round's ratio compares runs seconds apart.
             for r in range(args.rounds):
                 base = in_process_rate(encoder, texts, batch, args.seconds)
                 print(f"  round {r + 1}: in-process batch {batch}: {base:8.1f} sentences/s", flush=True)
-                measured.setdefault(f"in-process encode, batch {batch}", ([], []))[0].append(base)
-                measured[f"in-process encode, batch {batch}"][1].append(1.0)
+                record(measured, f"in-process encode, batch {batch}", base, 1.0)
                 for clients in (1, 8, 32):
                     rate = asyncio.run(service_rate(service.grpc_url, clients, args.seconds))
                     label = f"service, {clients} clients (batch time {batch_time:g} ms, max {args.max_batch_size})"
                     print(f"  round {r + 1}: {label}: {rate:8.1f} sentences/s ({rate / base:.2f})", flush=True)
-                    measured.setdefault(label, ([], []))[0].append(rate)
-                    measured[label][1].append(rate / base)
+                    record(measured, label, rate, rate / base)
         finally:
             service.stop()
         rows += [(label, rates, ratios) for label, (rates, ratios) in measured.items()]

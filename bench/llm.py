@@ -18,6 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,6 +66,18 @@ class Load:
     wall: float = 0.0
 
 
+async def counter_window(
+    read: Callable[[], Awaitable[float]], ramp: float, first_done: asyncio.Event
+) -> tuple[int, float]:
+    """Tokens counted and seconds elapsed between the end of the ramp (every stream started) and
+    the moment the first stream is done: the window where all streams run."""
+    await asyncio.sleep(ramp)
+    start_count, start = await read(), time.perf_counter()
+    await first_done.wait()
+    end_count, end = await read(), time.perf_counter()
+    return int(end_count - start_count), end - start
+
+
 async def service_load(service: Service, streams: int, tokens: int, rounds: int, ramp: float = 0.0) -> Load:
     """``streams`` clients, each sending ``rounds`` requests one after the other. With ``ramp`` = 0
     all start at once (a burst); otherwise client k starts at k * ramp / streams and only the
@@ -105,19 +118,10 @@ async def service_load(service: Service, streams: int, tokens: int, rounds: int,
             first_done.set()
 
         async def window() -> None:
-            """Throughput while every stream runs: the service's token counter, read at the end
-            of the ramp and when the first stream is done."""
-            await asyncio.sleep(ramp)
-            start_count, start = (
-                await asyncio.to_thread(service.metric, "ragraph_llm_generated_tokens_total"),
-                time.perf_counter(),
+            """Throughput while every stream runs: the service's token counter."""
+            load.tokens, load.wall = await counter_window(
+                lambda: asyncio.to_thread(service.metric, "ragraph_llm_generated_tokens_total"), ramp, first_done
             )
-            await first_done.wait()
-            end_count, end = (
-                await asyncio.to_thread(service.metric, "ragraph_llm_generated_tokens_total"),
-                time.perf_counter(),
-            )
-            load.tokens, load.wall = int(end_count - start_count), end - start
 
         done: list[float] = []
         first_done = asyncio.Event()

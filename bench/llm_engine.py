@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from llm import prompts  # noqa: E402
+from llm import counter_window, prompts  # noqa: E402
 from ragraph_llm import engine as engine_module  # noqa: E402
 
 from tests.fixtures.tiny_llm import build_tiny_llm  # noqa: E402
@@ -78,10 +78,11 @@ async def run(
         first_done.set()
 
     async def measure() -> None:
-        await asyncio.sleep(ramp)
-        count, start = engine.metrics.tokens._value.get(), time.perf_counter()
-        await first_done.wait()
-        window["rate"] = (engine.metrics.tokens._value.get() - count) / (time.perf_counter() - start)
+        async def read() -> float:
+            return float(engine.metrics.tokens._value.get())
+
+        tokens, seconds = await counter_window(read, ramp, first_done)
+        window["rate"] = tokens / seconds
 
     await asyncio.gather(measure(), *(one(k) for k in range(streams)))
     return window["rate"], statistics.median(ttfts)

@@ -3,10 +3,10 @@
 Requests arriving while a batch computes are gathered into the next one, up to
 ``max_batch_size`` items. An idle batcher waits for company while requests keep arriving: each
 arrival within ``max_batch_time`` of the last extends the wait, up to ``GATHER_FACTOR`` x
-``max_batch_time`` in all. Closed-loop clients come back as a wave when a batch completes; waiting
-for the whole wave gives full batches instead of a full one and a ragged one (measured in
-docs/benchmarks.md). Each request's items stay together and its results come back in order. Unlike MLServer's
-adaptive batching, requests keep their own parameters and a bad request never joins a batch
+``max_batch_time`` in all. Closed-loop clients come back as a wave when a batch completes;
+waiting for the whole wave gives full batches instead of a full one and a ragged one (measured
+in docs/benchmarks.md). Each request's items stay together and its results come back in order.
+Unlike MLServer's adaptive batching, requests keep their own parameters and a bad request never joins a batch
 (runtimes validate before submitting), so it cannot fail its neighbours.
 """
 

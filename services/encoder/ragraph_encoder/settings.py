@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
+from ragraph_serving.batcher import GATHER_FACTOR
 from ragraph_serving.settings import ServingSettings
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -28,7 +29,7 @@ class EncoderSettings(ServingSettings):
     max_batch_time_ms: float = Field(
         2.0,
         description="How long an idle batcher waits for the next request before it runs; arrivals "
-        "keep extending the wait, up to 5 times this in all.",
+        f"keep extending the wait, up to {GATHER_FACTOR} times this in all.",
     )
     max_texts: int = Field(1024, description="Most texts one request may carry.")
     max_request_bytes: int = Field(4 * 1024 * 1024, description="Most UTF-8 bytes of text one request may carry.")
