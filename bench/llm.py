@@ -88,7 +88,8 @@ async def service_load(service: Service, streams: int, tokens: int, rounds: int,
     params = {"max_tokens": tokens, "temperature": "0"}
     texts = prompts(streams * rounds)
     async with AsyncInferenceClient(service.grpc_url, timeout=600, float_params="string") as client:
-        await client.infer("llm", {"prompt": ["warm up"]}, {**params, "max_tokens": 4})
+        for text in prompts(3):  # the first requests after start-up run slower (allocations, lazy set-up)
+            await client.infer("llm", {"prompt": [text]}, params)
         origin = time.perf_counter()
 
         async def one_stream(k: int) -> None:
@@ -166,6 +167,10 @@ def main() -> None:
     )
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--streams", default="1,4,16", help="concurrency levels, comma-separated")
+    parser.add_argument(
+        "--service-env", action="append", default=[], metavar="NAME=VALUE",
+        help="environment of the service only (e.g. RAGRAPH_LLM_MIXED_STEPS=false); repeatable",
+    )  # fmt: skip
     args = parser.parse_args()
     import torch
 
@@ -181,15 +186,17 @@ def main() -> None:
     log = Path(tempfile.mkdtemp()) / "llm.log"
     service = start_service(
         ["llm", "--model", model_dir, "--device", args.device, "--max-batch-size", str(args.max_batch_size)],
-        log, ["llm"],
+        log, ["llm"], env=dict(item.split("=", 1) for item in args.service_env),
     )  # fmt: skip
     rows = []
     try:
         for streams in [int(n) for n in args.streams.split(",")]:
-            burst = asyncio.run(service_load(service, streams, args.tokens, args.rounds))
+            # one stream: as many requests as a steady phase, so the unloaded TTFT is a median
+            rounds = args.steady_rounds if streams == 1 else args.rounds
+            burst = asyncio.run(service_load(service, streams, args.tokens, rounds))
             rows.append(report(f"service, {streams} streams, all starting at once", streams, burst))
             if streams > 1:  # spread the starts over one request's time: arrivals desynchronise
-                per_request = burst.wall / args.rounds
+                per_request = burst.wall / rounds
                 steady = asyncio.run(service_load(service, streams, args.tokens, args.steady_rounds, ramp=per_request))
                 rows.append(report(f"service, {streams} streams, steady state", streams, steady))
     finally:

@@ -1,7 +1,7 @@
 """The LLM engine alone (in process, no gRPC): aggregate tok/s and TTFT with N concurrent
 streams, and where the engine thread's time goes (prefill and decode steps, reaping rows).
 
-    python bench/llm_engine.py [--streams 16] [--rounds 6] [--tokens 32]
+    python bench/llm_engine.py [--streams 16] [--rounds 6] [--tokens 32] [--steps mixed,alternating]
 
 Streams start spread over ``--ramp`` seconds (steady state) and each sends ``--rounds`` requests
 one after the other; tok/s is the engine's token counter over the window where every stream runs.
@@ -30,7 +30,7 @@ from ragraph_llm import engine as engine_module  # noqa: E402
 
 from tests.fixtures.tiny_llm import build_tiny_llm  # noqa: E402
 
-STEPS = ("_prefill", "_decode", "_reap")
+STEPS = ("_mixed_step", "_prefill", "_decode", "_reap")
 
 
 def time_steps() -> dict[str, list[float]]:
@@ -41,6 +41,8 @@ def time_steps() -> dict[str, list[float]]:
 
         def timed(self: Any, *args: Any, _original: Callable[..., Any] = original, _name: str = name) -> Any:
             rows = len(args[0]) if args else len(self._running)
+            if _name == "_mixed_step":
+                rows += len(self._running)  # decoded rows besides the newcomers
             start = time.perf_counter()
             result = _original(self, *args)
             entry = stats[_name]
@@ -94,6 +96,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--ramp", type=float, default=0.6, help="seconds over which the streams start")
+    parser.add_argument(
+        "--steps", default="mixed,alternating",
+        help="engine step kinds to compare, comma-separated: mixed (decode and prefill in one pass), alternating",
+    )  # fmt: skip
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each step kind, interleaved")
     args = parser.parse_args()
     from ragraph_llm.model import LanguageModel
     from ragraph_llm.settings import LLMSettings
@@ -101,23 +108,42 @@ def main() -> None:
     model_dir = build_tiny_llm(Path(tempfile.gettempdir()) / "ragraph-bench-bench", kind="bench")
     settings = LLMSettings(model=str(model_dir), device="cpu", max_batch_size=args.streams)
     lm = LanguageModel(settings)
-    stats = time_steps()
-    engine = engine_module.Engine(lm, settings.max_batch_size, 1024, settings.max_batch_time_ms,
-                                  max_prefill_tokens=settings.max_prefill_tokens)  # fmt: skip
     ids = [lm.tokenizer(text)["input_ids"] for text in prompts(200)]
-    try:
-        asyncio.run(run(engine, ids, 1, 2, 0.0, args.tokens))  # warm-up
-        stats.clear()
-        rate, ttft = asyncio.run(run(engine, ids, args.streams, args.rounds, args.ramp, args.tokens))
-    finally:
-        engine.close()
-    print(f"engine alone, {args.streams} streams, steady state: {rate:.1f} tok/s, TTFT p50 {ttft * 1e3:.1f} ms")
-    print("| phase | calls | ms per call | rows per call | share of engine time |\n|---|---:|---:|---:|---:|")
-    total = sum(entry[1] for entry in stats.values())
-    for name in STEPS:
-        calls, seconds, rows = stats[name]
-        print(f"| {name.lstrip('_')} | {calls:.0f} | {1e3 * seconds / max(calls, 1):.2f} | "
-              f"{rows / max(calls, 1):.1f} | {seconds / total:.0%} |")  # fmt: skip
+    stats = time_steps()
+    kinds = args.steps.split(",")
+    results: dict[str, list[tuple[float, float]]] = {kind: [] for kind in kinds}
+    phases: dict[str, dict[str, list[float]]] = {}
+    for _ in range(args.repeat):
+        for kind in kinds:
+            engine = engine_module.Engine(lm, settings.max_batch_size, 1024, settings.max_batch_time_ms,
+                                          max_prefill_tokens=settings.max_prefill_tokens,
+                                          mixed_steps=kind == "mixed")  # fmt: skip
+            try:
+                asyncio.run(run(engine, ids, 1, 2, 0.0, args.tokens))  # warm-up
+                stats.clear()
+                rate, ttft = asyncio.run(run(engine, ids, args.streams, args.rounds, args.ramp, args.tokens))
+            finally:
+                engine.close()
+            results[kind].append((rate, ttft))
+            phases[kind] = {name: list(entry) for name, entry in stats.items()}
+            print(f"  {kind} steps: {rate:.1f} tok/s, TTFT p50 {ttft * 1e3:.1f} ms", flush=True)
+    print(f"\nengine alone, {args.streams} streams, steady state, median of {args.repeat} interleaved runs:")
+    print("| steps | tok/s | TTFT p50 ms |\n|---|---:|---:|")
+    for kind in kinds:
+        rate = statistics.median(r for r, _ in results[kind])
+        ttft = statistics.median(t for _, t in results[kind])
+        print(f"| {kind} | {rate:.1f} | {ttft * 1e3:.1f} |")
+    print("\nwhere the engine thread's time goes (last run of each):")
+    print("| steps | phase | calls | ms per call | rows per call | share of engine time |")
+    print("|---|---|---:|---:|---:|---:|")
+    for kind in kinds:
+        total = sum(entry[1] for entry in phases[kind].values())
+        for name in STEPS:
+            if name not in phases[kind]:
+                continue
+            calls, seconds, rows = phases[kind][name]
+            print(f"| {kind} | {name.lstrip('_')} | {calls:.0f} | {1e3 * seconds / max(calls, 1):.2f} | "
+                  f"{rows / max(calls, 1):.1f} | {seconds / total:.0%} |")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """The generation engine: one thread owns the model and runs an iteration-level (continuous)
 batching loop over every live request, infer and stream alike.
 
-Each step either prefills the requests admitted since the last step (left-padded among
-themselves) and merges their KV cache into the running batch, or runs one decode step for every
-running sequence. Finished and cancelled sequences leave the batch after the step that finished
+With mixed steps (:mod:`.ragged`; models whose forward pass passes its load-time check), each
+step decodes every running sequence and prefills the requests admitted since the last step in
+one forward pass; each sequence keeps one row of a fixed KV cache (:mod:`.slotcache`) from its
+prefill to its last token. Otherwise a step either prefills the newcomers (left-padded among
+themselves) and merges their KV cache into the running batch's, or decodes the running sequences. Finished and cancelled sequences leave the batch after the step that finished
 them, so a new request never waits for a whole batch to drain. Models whose cache cannot be merged
 (sliding-window or recurrent layers) fall back to static batches: new requests join when the
 running batch is empty. Measured in docs/benchmarks.md.
@@ -27,10 +29,12 @@ from prometheus_client import CollectorRegistry
 from ragraph_client.errors import RagraphError, ResourceExhausted, Unavailable
 from ragraph_serving.batcher import GATHER_FACTOR
 
+from . import ragged
 from .kvcache import RunningBatch, new_cache
 from .metrics import EngineMetrics
 from .model import LanguageModel
 from .sampling import SamplingParams, choose, make_generator
+from .slotcache import SlotCache
 from .textstream import TextStream
 
 log = logging.getLogger("ragraph.llm.engine")
@@ -63,6 +67,7 @@ class Sequence:
     finish_reason: str | None = None
     cancelled: bool = False
     id: int = 0
+    slot: int = -1  # its row in the SlotCache of mixed steps
 
 
 def _deliver(items: list[tuple[Callable[[Event], object], Event]]) -> None:
@@ -81,6 +86,7 @@ class Engine:
         max_batch_time_ms: float,
         metrics: EngineMetrics | None = None,
         max_prefill_tokens: int = 128,
+        mixed_steps: bool = True,
     ) -> None:
         self.lm = lm
         self.max_batch_size = max_batch_size
@@ -96,6 +102,12 @@ class Engine:
         self._closed = False
         self._ids = itertools.count(1)
         self._outbox: list[tuple[Sequence, Event]] = []  # events of the current step, engine thread only
+        with torch.inference_mode():
+            vocab = int(lm.model.config.get_text_config().vocab_size)
+            self.mixed = mixed_steps and ragged.supports_mixed_steps(lm.model, vocab)
+        ragged.switch(lm.model, self.mixed)
+        self._mergeable = self.mixed or None
+        self._slots = SlotCache(max_batch_size, lm.device)
         if sys.getswitchinterval() > 0.001:
             # The engine thread and the server's event loop share the GIL; at the default 5 ms
             # switch interval each waits up to 5 ms for the other (measured: TTFT and ITL).
@@ -198,6 +210,7 @@ class Engine:
                 self._flush()
                 with self._lock:
                     self._running, self._batch = [], None
+                    self._slots = SlotCache(self.max_batch_size, self.lm.device)
                     self._gauges()
         with self._lock:
             pending = list(self._waiting) + self._running
@@ -252,12 +265,30 @@ class Engine:
 
     def _step(self) -> None:
         new = self._admit()
-        if new:
+        if self.mixed:
+            self._mixed_step(new)
+        elif new:
             self._prefill(new)
         elif self._running:
             self._decode()
         self._reap()
         self._flush()
+
+    def _mixed_step(self, new: list[Sequence]) -> None:
+        running = list(self._running)
+        logits, slots = ragged.forward(
+            self.lm.model, self._slots, [s.slot for s in running], [s.tokens[-1] for s in running],
+            [len(s.prompt_ids) + len(s.tokens) - 1 for s in running], [s.prompt_ids for s in new],
+        )  # fmt: skip
+        self.metrics.batch_size.observe(len(running) + len(new))
+        if new:
+            for seq, slot in zip(new, slots, strict=True):
+                seq.slot = slot
+            self.metrics.prompt_tokens.inc(sum(len(s.prompt_ids) for s in new))
+            with self._lock:
+                self._running.extend(new)
+                self._gauges()
+        self._emit(running + new, logits)
 
     def _prefill(self, new: list[Sequence]) -> None:
         device, pad = self.lm.device, self.lm.pad_id
@@ -352,9 +383,12 @@ class Engine:
             for seq in self._running:
                 if seq.cancelled and seq.finish_reason is None:
                     self._count_finish(seq, "cancelled")
+                if self.mixed and seq.finish_reason is not None:
+                    self._slots.release(seq.slot)  # a free slot: nothing is copied
             self._running = [self._running[i] for i in keep]
-            if not keep:
-                self._batch = None
-            elif self._batch is not None:
-                self._batch.select(keep, trim=bool(self._mergeable))
+            if not self.mixed:
+                if not keep:
+                    self._batch = None
+                elif self._batch is not None:
+                    self._batch.select(keep, trim=bool(self._mergeable))
             self._gauges()

@@ -53,7 +53,7 @@ class LLMRuntime(RagraphRuntime):
         self.lm = await asyncio.to_thread(LanguageModel, self.config)
         self.engine = Engine(
             self.lm, self.config.max_batch_size, self.config.max_queued, self.config.max_batch_time_ms,
-            engine_metrics(REGISTRY), self.config.max_prefill_tokens,
+            engine_metrics(REGISTRY), self.config.max_prefill_tokens, self.config.mixed_steps,
         )  # fmt: skip
         self.declare(
             [TensorSpec("prompt", "BYTES", [1]), TensorSpec("messages", "BYTES", [1])],

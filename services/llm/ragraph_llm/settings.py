@@ -34,6 +34,12 @@ class LLMSettings(ServingSettings):
         description="Most prompt tokens one prefill step takes (at least one request): a burst of "
         "arrivals prefills in waves, so early ones stream sooner and running streams stall less.",
     )
+    mixed_steps: bool = Field(
+        True,
+        description="Decode the running sequences and prefill newcomers in one forward pass, when the model "
+        "passes the check made at load time (plain full attention through transformers' attention interface); "
+        "false alternates prefill and decode steps.",
+    )
     context_window: int = Field(
         0, description="Tokens the model may attend to (prompt + completion); 0 reads it from the model config."
     )

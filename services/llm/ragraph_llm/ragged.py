@@ -1,0 +1,201 @@
+"""Mixed steps: one forward pass that decodes every running sequence and prefills newcomers.
+
+transformers' forward wants a rectangular batch (every row the same number of new tokens), so a
+plain engine alternates steps: prefill the newcomers, then decode the running rows. Every prefill
+step then stalls the running streams and reads all the weights once more for a handful of rows
+(measured in docs/benchmarks.md: with 16 rows of the bench model, a decode step costs ~16 ms and
+a one-row prefill of 31 tokens ~22 ms; one pass doing both costs ~28 ms).
+
+Here the step's tokens travel packed in one row: first the last token of each running sequence,
+then each newcomer's prompt. The linear layers, norms, rotary embeddings and MLPs work token by
+token, so only attention needs to know which token belongs to which sequence. That is this
+module's attention function, registered with transformers' ``AttentionInterface``: every
+token's keys and values go into its sequence's row of a :class:`~.slotcache.SlotCache`, the
+decode tokens attend to their rows, and each newcomer attends causally to its own prompt.
+
+Whether a model's code takes this path correctly is checked once at load time against its own
+forward pass (:func:`supports_mixed_steps`); models that fail fall back to alternating steps.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+from .kvcache import RunningBatch, new_cache
+from .slotcache import SlotCache
+
+log = logging.getLogger("ragraph.llm.ragged")
+
+RAGGED = "ragraph_mixed"
+STEP_KWARG = "ragraph_step"
+
+
+@dataclass
+class MixedStep:
+    """What the attention function needs for one step, set up by :func:`forward`: the cache,
+    the running rows' slots (in packed order) and the newcomers' slots and prompt lengths."""
+
+    cache: SlotCache
+    running: list[int]
+    slots: list[int]
+    lengths: list[int]
+    col: int = 0
+    _tensors: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+
+    def decode_view(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The running slots as an index tensor, and the mask SDPA takes over the live span
+        [span, 1, 1, columns]; built once per step."""
+        if self._tensors is None:
+            cache = self.cache
+            index = torch.tensor(self.running, device=cache.device)
+            mask = cache.mask[: cache.span, None, None, cache.start : self.col + 1]
+            self._tensors = (index, mask)
+        return self._tensors
+
+
+def _positions(running_positions: list[int], lengths: list[int], device: torch.device) -> torch.Tensor:
+    """Position ids of the packed tokens, [1, tokens]: each running row's next position, then
+    0..n-1 for each newcomer."""
+    out = list(running_positions)
+    for n in lengths:
+        out.extend(range(n))
+    return torch.tensor([out], device=device)
+
+
+def _last_tokens(rows: int, lengths: list[int], device: torch.device) -> torch.Tensor:
+    """Indices of the packed tokens whose logits the step samples from: every decode token and
+    each newcomer's last prompt token."""
+    index = list(range(rows))
+    end = rows
+    for n in lengths:
+        end += n
+        index.append(end - 1)
+    return torch.tensor(index, device=device)
+
+
+def _attend(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None, scaling: float | None
+) -> torch.Tensor:
+    gqa = query.shape[1] != key.shape[1]
+    return torch.nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=mask, is_causal=mask is None and query.shape[2] > 1, scale=scaling,
+        enable_gqa=gqa,
+    )  # fmt: skip
+
+
+def mixed_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """Attention over packed tokens [1, heads, tokens, dim] (see the module docstring). Without a
+    step in the kwargs (a plain call of the model) it is transformers' SDPA attention."""
+    step: MixedStep | None = kwargs.pop(STEP_KWARG, None)
+    if step is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+    if kwargs.get("softcap") is not None or getattr(module, "sliding_window", None) or dropout:
+        raise NotImplementedError("mixed steps support plain causal attention only")
+    keys, values = step.cache.layer(module.layer_idx, key, value)  # type: ignore[arg-type]
+    col, rows = step.col, len(step.running)
+    parts: list[torch.Tensor] = []
+    if rows:
+        index, mask = step.decode_view()
+        # [1, heads, rows, dim] -> [rows, heads, dim]: the running rows' new column
+        keys[index, :, col] = key[0, :, :rows].transpose(0, 1)
+        values[index, :, col] = value[0, :, :rows].transpose(0, 1)
+        span = mask.shape[0]
+        q = query.new_zeros((span, query.shape[1], 1, query.shape[-1]))
+        q[index, :, 0] = query[0, :, :rows].transpose(0, 1)
+        start = step.cache.start
+        out = _attend(q, keys[:span, :, start : col + 1], values[:span, :, start : col + 1], mask, scaling)
+        parts.append(out[index, :, 0].transpose(0, 1).unsqueeze(0))
+    begin = rows
+    for slot, n in zip(step.slots, step.lengths, strict=True):
+        q, k, v = (t[:, :, begin : begin + n] for t in (query, key, value))
+        keys[slot, :, col - n + 1 : col + 1] = k[0]
+        values[slot, :, col - n + 1 : col + 1] = v[0]
+        parts.append(_attend(q, k, v, None, scaling))
+        begin += n
+    out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
+    return out.transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(RAGGED, mixed_attention)
+
+
+def forward(
+    model: Any, cache: SlotCache, running: list[int], last: list[int], at: list[int], prompts: list[list[int]]
+) -> tuple[torch.Tensor, list[int]]:
+    """One mixed step: the sequences in slots ``running`` feed their ``last`` token at position
+    ``at``; ``prompts`` are prefilled into free slots. Returns logits [rows, vocab] (running
+    rows, then newcomers) and the newcomers' slots."""
+    device = model.device
+    lengths = [len(p) for p in prompts]
+    slots = cache.begin(running, lengths)
+    step = MixedStep(cache, running, slots, lengths, col=cache.end - 1)
+    ids = torch.tensor([last + [t for p in prompts for t in p]], device=device)
+    out = model(
+        input_ids=ids, position_ids=_positions(at, lengths, device), use_cache=False,
+        logits_to_keep=_last_tokens(len(running), lengths, device), **{STEP_KWARG: step},
+    )  # fmt: skip
+    return out.logits[0].float(), slots
+
+
+def _reference(model: Any, ids: list[int]) -> torch.Tensor:
+    return model(input_ids=torch.tensor([ids], device=model.device), use_cache=False).logits[0, -1].float()
+
+
+def switch(model: Any, on: bool) -> None:
+    """Give ``model`` the mixed-step attention (``on``) or the one it had before."""
+    current = str(model.config._attn_implementation)
+    if on and current != RAGGED:
+        model._ragraph_previous_attention = current
+        model.set_attn_implementation(RAGGED)
+    elif not on and current == RAGGED:
+        model.set_attn_implementation(getattr(model, "_ragraph_previous_attention", "sdpa"))
+
+
+@torch.inference_mode()
+def supports_mixed_steps(model: Any, vocab: int) -> bool:
+    """Whether ``model``'s forward pass takes mixed steps correctly: a short schedule of them (a
+    prefill, then a decode beside a prefill, then two decodes) must give the logits of the
+    model's own forward pass on each whole sequence. The model's attention is left as it was."""
+    if not RunningBatch(new_cache(model.config), torch.ones(1, 1)).mergeable():  # sliding windows, recurrent layers
+        log.info("mixed steps: off (the model's KV cache has layers other than full attention)")
+        return False
+    was_on = str(model.config._attn_implementation) == RAGGED
+    switch(model, False)
+    a, b = [(7 * i + 3) % vocab for i in range(6)], [(5 * i + 1) % vocab for i in range(4)]
+    ta, tb = [11 % vocab, 13 % vocab], 17 % vocab
+    expected = [_reference(model, a), _reference(model, a + ta[:1]), _reference(model, b),
+                _reference(model, a + ta), _reference(model, b + [tb])]  # fmt: skip
+    switch(model, True)
+    try:
+        cache = SlotCache(2, model.device)
+        first, (sa,) = forward(model, cache, [], [], [], [a])
+        second, (sb,) = forward(model, cache, [sa], [ta[0]], [len(a)], [b])
+        third, _ = forward(model, cache, [sa, sb], [ta[1], tb], [len(a) + 1, len(b)], [])
+        got = [first[0], second[0], second[1], third[0], third[1]]
+    except Exception as exc:  # noqa: BLE001 - any failure means: not this model
+        log.info("mixed steps: off (the model's forward pass does not take them: %s)", exc)
+        return False
+    finally:
+        switch(model, was_on)
+    tolerance = 1e-3 if model.dtype == torch.float32 else 5e-2
+    worst = max(float((g - e).abs().max() / e.abs().max().clamp(min=1.0)) for g, e in zip(got, expected, strict=True))
+    if worst > tolerance:
+        log.info("mixed steps: off (their logits differ from the model's by %.2g, more than %.0g)", worst, tolerance)
+        return False
+    log.info("mixed steps: on (decode and prefill share a forward pass; checked, worst difference %.1g)", worst)
+    return True

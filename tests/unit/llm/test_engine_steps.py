@@ -1,0 +1,57 @@
+"""The engine in process on the tiny Llama: with mixed steps and with alternating steps, every
+request of a staggered concurrent load gets the text plain ``generate`` gives it alone."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import torch
+from ragraph_llm import ragged
+from ragraph_llm.engine import Engine
+from ragraph_llm.model import LanguageModel
+from ragraph_llm.sampling import SamplingParams
+from ragraph_llm.settings import LLMSettings
+
+PROMPTS = ["The printing press was invented by", "Retrieval augmented generation means", "a", "Grüße aus München"]
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_llm_dir: Path) -> LanguageModel:
+    return LanguageModel(LLMSettings(model=str(tiny_llm_dir), device="cpu"))
+
+
+def _generate(lm: LanguageModel, ids: list[int], tokens: int) -> str:
+    ragged.switch(lm.model, False)
+    with torch.inference_mode():
+        x = torch.tensor([ids])
+        out = lm.model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=tokens, do_sample=False)
+    return str(lm.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True))
+
+
+async def _load(engine: Engine, prompts: list[list[int]], tokens: list[int]) -> list[str]:
+    async def one(i: int) -> str:
+        await asyncio.sleep(0.004 * i)  # arrivals join the running batch at different steps
+        events = [e async for e in engine.generate(prompts[i], SamplingParams(max_tokens=tokens[i], temperature=0))]
+        assert events[-1].finish_reason == "length" and events[-1].completion_tokens == tokens[i]
+        return "".join(e.text for e in events)
+
+    return list(await asyncio.gather(*(one(i) for i in range(len(prompts)))))
+
+
+@pytest.mark.parametrize("mixed", [True, False], ids=["mixed", "alternating"])
+def test_concurrent_greedy_requests_match_generate_alone(lm: LanguageModel, mixed: bool) -> None:
+    prompts = [lm.encode(PROMPTS[i % len(PROMPTS)]) for i in range(10)]
+    tokens = [12 + 7 * (i % 4) for i in range(10)]  # sequences leave at different steps
+    expected = [_generate(lm, p, n) for p, n in zip(prompts, tokens, strict=True)]
+    engine = Engine(lm, max_batch_size=4, max_queued=16, max_batch_time_ms=2.0, mixed_steps=mixed)
+    try:
+        assert engine.mixed is mixed
+        got = asyncio.run(_load(engine, prompts, tokens))
+    finally:
+        engine.close()
+    assert got == expected
+    samples = {s.name: s.value for m in engine.metrics.batch_size.collect() for s in m.samples}
+    steps, rows = samples["ragraph_llm_step_batch_size_count"], samples["ragraph_llm_step_batch_size_sum"]
+    assert rows > 1.5 * steps, "most steps ran several sequences"
