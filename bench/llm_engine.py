@@ -107,17 +107,20 @@ def main() -> None:
 
     model_dir = build_tiny_llm(Path(tempfile.gettempdir()) / "ragraph-bench-bench", kind="bench")
     settings = LLMSettings(model=str(model_dir), device="cpu", max_batch_size=args.streams)
-    lm = LanguageModel(settings)
-    ids = [lm.tokenizer(text)["input_ids"] for text in prompts(200)]
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    ids = [tokenizer(text)["input_ids"] for text in prompts(200)]
     stats = time_steps()
     kinds = args.steps.split(",")
     results: dict[str, list[tuple[float, float]]] = {kind: [] for kind in kinds}
     phases: dict[str, dict[str, list[float]]] = {}
     for _ in range(args.repeat):
         for kind in kinds:
-            engine = engine_module.Engine(lm, settings.max_batch_size, 1024, settings.max_batch_time_ms,
-                                          max_prefill_tokens=settings.max_prefill_tokens,
-                                          mixed_steps=kind == "mixed")  # fmt: skip
+            engine = engine_module.Engine(
+                lambda: LanguageModel(settings), settings.max_batch_size, 1024, settings.max_batch_time_ms,
+                max_prefill_tokens=settings.max_prefill_tokens, mixed_steps=kind == "mixed",
+            )  # fmt: skip
             try:
                 asyncio.run(run(engine, ids, 1, 2, 0.0, args.tokens))  # warm-up
                 stats.clear()

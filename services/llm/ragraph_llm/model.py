@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from ragraph_client.errors import FailedPrecondition, InvalidArgument
 
+from .packed import pack_linears
 from .settings import LLMSettings
 
 log = logging.getLogger("ragraph.llm")
@@ -59,6 +60,8 @@ class LanguageModel:
         )
         self.model = model.to(self.device)
         self.model.eval()
+        if self.device.type == "cpu" and settings.packed_weights:
+            pack_linears(self.model, batch_hint=settings.max_batch_size)
         self.window = settings.context_window or self._window_from_config()
         self.eos_ids = self._eos_ids()
         self.pad_id = self._pad_id()

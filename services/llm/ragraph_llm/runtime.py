@@ -50,11 +50,14 @@ class LLMRuntime(RagraphRuntime):
     async def load(self) -> bool:
         extra = (self.settings.parameters.extra if self.settings.parameters else None) or {}
         self.config = LLMSettings(**extra)
-        self.lm = await asyncio.to_thread(LanguageModel, self.config)
-        self.engine = Engine(
-            self.lm, self.config.max_batch_size, self.config.max_queued, self.config.max_batch_time_ms,
-            engine_metrics(REGISTRY), self.config.max_prefill_tokens, self.config.mixed_steps,
+        config = self.config
+        # The engine's own thread loads the model: it is then the only thread running torch
+        # compute (see Engine). The constructor waits for the load, so it runs off the event loop.
+        self.engine = await asyncio.to_thread(
+            Engine, lambda: LanguageModel(config), config.max_batch_size, config.max_queued,
+            config.max_batch_time_ms, engine_metrics(REGISTRY), config.max_prefill_tokens, config.mixed_steps,
         )  # fmt: skip
+        self.lm = self.engine.lm
         self.declare(
             [TensorSpec("prompt", "BYTES", [1]), TensorSpec("messages", "BYTES", [1])],
             [TensorSpec("text", "BYTES", [1])],

@@ -34,6 +34,11 @@ class LLMSettings(ServingSettings):
         description="Most prompt tokens one prefill step takes (at least one request): a burst of "
         "arrivals prefills in waves, so early ones stream sooner and running streams stall less.",
     )
+    packed_weights: bool = Field(
+        True,
+        description="On CPU, reorder the linear layers' weights once for oneDNN's kernels (each layer is "
+        "checked against the plain one; float32 results agree within rounding); false keeps PyTorch's plain GEMM.",
+    )
     mixed_steps: bool = Field(
         True,
         description="Decode the running sequences and prefill newcomers in one forward pass, when the model "
