@@ -104,7 +104,7 @@ def main() -> None:
         os.environ["RAGRAPH_ENCODER_MAX_BATCH_TIME_MS"] = str(batch_time)
         os.environ["RAGRAPH_ENCODER_MAX_BATCH_SIZE"] = str(args.max_batch_size)
         log = Path(tempfile.mkdtemp()) / "encoder.log"
-        service = start_service(["encoder", "--device", "cpu"], log, ["encoder"])
+        service = start_service(["encoder", "--device", "cpu"], log, ["encoder", "classifier"])  # both loaded: idle
         measured: Measured = {}
         try:
             # In-process and service runs alternate, so drift on a noisy machine hits both alike;

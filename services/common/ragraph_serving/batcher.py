@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from .compute import run_compute
+
 T = TypeVar("T")
 R = TypeVar("R")
 log = logging.getLogger("ragraph.batcher")
@@ -78,7 +80,7 @@ class MicroBatcher(Generic[T, R]):
             flat = [x for p in batch for x in p.items]
             self.batch_sizes = (self.batch_sizes + [len(flat)])[-1000:]
             try:
-                results = await asyncio.to_thread(self.fn, flat)
+                results = await run_compute(self.fn, flat)
             except Exception as exc:  # a bug in fn: every caller of this batch gets it
                 for p in batch:
                     if not p.future.done():

@@ -6,6 +6,7 @@ import numpy as np
 from ragraph_client.errors import InvalidArgument
 from ragraph_client.params import get_bool, get_str
 from ragraph_client.tensors import InferRequest, InferResponse, Tensor, TensorSpec
+from ragraph_serving.compute import run_compute
 from ragraph_serving.runtime import RagraphRuntime
 
 from .classifier import LabelSet, pick, read_exemplars
@@ -45,7 +46,7 @@ class EncoderRuntime(RagraphRuntime):
 
     async def load(self) -> bool:
         self.config = _settings(self)
-        self.encoder: Encoder = shared_encoder(self.config)
+        self.encoder: Encoder = await run_compute(shared_encoder, self.config)
         self.declare(
             [TensorSpec("text", "BYTES", [-1])],
             [TensorSpec("embedding", "FP32", [-1, self.encoder.dim])],
@@ -78,11 +79,11 @@ class ClassifierRuntime(RagraphRuntime):
 
     async def load(self) -> bool:
         self.config = _settings(self)
-        self.encoder = shared_encoder(self.config)
+        self.encoder = await run_compute(shared_encoder, self.config)
         self.labelsets: dict[str, LabelSet] = {}
         for name, path in self.config.labelsets.items():
             pairs = read_exemplars(path)
-            vectors = normalize(np.stack(self.encoder.encode_sync([text for text, _ in pairs])))
+            vectors = normalize(np.stack(await run_compute(self.encoder.encode_sync, [text for text, _ in pairs])))
             self.labelsets[name] = LabelSet.build(name, pairs, vectors, self.config.classifier_top_k)
         self.declare(
             [TensorSpec("text", "BYTES", [-1])],

@@ -23,7 +23,7 @@ def guarded_encoder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servic
     service = start_service(
         ["encoder"],
         log,
-        ["encoder"],
+        ["encoder", "classifier"],
         env={"RAGRAPH_ENCODER_SERVICE_TOKEN": TOKEN, "RAGRAPH_ENCODER_LOG_LEVEL": "DEBUG"},
     )
     yield service

@@ -82,3 +82,19 @@ async def test_gathering_stops_at_gather_factor_windows() -> None:
     assert len(calls) >= 2  # the first batch closed at the cap instead of waiting out the trickle
     assert len(calls[0]) < len(tasks)
     assert sorted(x for batch in calls for x in batch) == list(range(len(tasks)))
+
+
+async def test_every_batch_and_run_compute_call_runs_on_the_one_compute_thread() -> None:
+    from ragraph_serving.compute import run_compute
+
+    threads: set[str] = set()
+
+    def where(items: list[int]) -> list[int]:
+        threads.add(threading.current_thread().name)
+        return items
+
+    batcher: MicroBatcher[int, int] = MicroBatcher(where, max_batch_size=2, max_batch_time=0.0)
+    for _ in range(3):  # batches one after another, and several at once
+        await asyncio.gather(*(batcher.submit([i]) for i in range(7)))
+    assert await run_compute(lambda: threading.current_thread().name) in threads
+    assert len(threads) == 1 and threads.pop().startswith("ragraph-compute")
