@@ -10,7 +10,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.fixtures.servers import REPO, Service, free_port
+from tests.fixtures.servers import REPO, Service, free_port, wait_for
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
@@ -28,7 +28,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize("service", ["", "encoder", "classifier"])
 def test_encoder_reports_serving_over_grpc_health(encoder_service: Service, service: str) -> None:
-    assert _check(encoder_service.grpc_url, service) == SERVING
+    # the health reporter reads the model registry every 0.5 s: SERVING follows readiness
+    wait_for(lambda: _check(encoder_service.grpc_url, service) == SERVING, timeout=5.0)
 
 
 def test_unknown_service_name_is_not_found(encoder_service: Service) -> None:
@@ -38,6 +39,7 @@ def test_unknown_service_name_is_not_found(encoder_service: Service) -> None:
 
 
 def test_health_cli_exits_0_when_serving(encoder_service: Service) -> None:
+    wait_for(lambda: _check(encoder_service.grpc_url, "") == SERVING, timeout=5.0)
     for service in ([], ["--service", "encoder"]):
         done = _cli(encoder_service.grpc_url, *service)
         assert done.returncode == 0, done.stdout + done.stderr
