@@ -168,25 +168,36 @@ def switch(model: Any, on: bool) -> None:
 
 @torch.inference_mode()
 def supports_mixed_steps(model: Any, vocab: int) -> bool:
-    """Whether ``model``'s forward pass takes mixed steps correctly: a short schedule of them (a
-    prefill, then a decode beside a prefill, then two decodes) must give the logits of the
-    model's own forward pass on each whole sequence. The model's attention is left as it was."""
+    """Whether ``model``'s forward pass takes mixed steps correctly: a short schedule of them (two
+    prompts prefilled together, then a step decoding both beside a third prompt, then one
+    decoding all three) must give the logits of the model's own forward pass on each whole
+    sequence so far. The model's attention is left as it was."""
     if not RunningBatch(new_cache(model.config), torch.ones(1, 1)).mergeable():  # sliding windows, recurrent layers
         log.info("mixed steps: off (the model's KV cache has layers other than full attention)")
         return False
     was_on = str(model.config._attn_implementation) == RAGGED
+    seqs = [[(k * i + 3) % vocab for i in range(n)] for k, n in ((7, 6), (5, 4), (3, 3))]
+    schedule = [[0, 1], [2], []]  # which sequences join at each step; every earlier one decodes
+    fed = [[(11 + 2 * k + step) % vocab for step in range(2)] for k in range(3)]  # tokens fed back
     switch(model, False)
-    a, b = [(7 * i + 3) % vocab for i in range(6)], [(5 * i + 1) % vocab for i in range(4)]
-    ta, tb = [11 % vocab, 13 % vocab], 17 % vocab
-    expected = [_reference(model, a), _reference(model, a + ta[:1]), _reference(model, b),
-                _reference(model, a + ta), _reference(model, b + [tb])]  # fmt: skip
+    expected, got = [], []
+    for step, joining in enumerate(schedule):
+        running = [k for k in range(3) if k not in joining and any(k in j for j in schedule[:step])]
+        for k in running + joining:
+            done = step - next(i for i, j in enumerate(schedule) if k in j)  # decode steps k has had
+            expected.append(_reference(model, seqs[k] + fed[k][:done]))
     switch(model, True)
     try:
-        cache = SlotCache(2, model.device)
-        first, (sa,) = forward(model, cache, [], [], [], [a])
-        second, (sb,) = forward(model, cache, [sa], [ta[0]], [len(a)], [b])
-        third, _ = forward(model, cache, [sa, sb], [ta[1], tb], [len(a) + 1, len(b)], [])
-        got = [first[0], second[0], second[1], third[0], third[1]]
+        cache, slots = SlotCache(3, model.device), {}
+        for step, joining in enumerate(schedule):
+            running = [k for k in range(3) if k in slots]
+            done = {k: step - next(i for i, j in enumerate(schedule) if k in j) for k in running}
+            logits, new = forward(
+                model, cache, [slots[k] for k in running], [fed[k][done[k] - 1] for k in running],
+                [len(seqs[k]) + done[k] - 1 for k in running], [seqs[k] for k in joining],
+            )  # fmt: skip
+            slots.update(zip(joining, new, strict=True))
+            got.extend(logits)
     except Exception as exc:  # noqa: BLE001 - any failure means: not this model
         log.info("mixed steps: off (the model's forward pass does not take them: %s)", exc)
         return False
