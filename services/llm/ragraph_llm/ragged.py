@@ -180,21 +180,22 @@ def supports_mixed_steps(model: Any, vocab: int) -> bool:
     schedule = [[0, 1], [2], []]  # which sequences join at each step; every earlier one decodes
     fed = [[(11 + 2 * k + step) % vocab for step in range(2)] for k in range(3)]  # tokens fed back
     switch(model, False)
-    expected, got = [], []
+    def decoded(k: int, step: int) -> int:  # decode steps sequence k has had before ``step``
+        return step - next(i for i, j in enumerate(schedule) if k in j)
+
+    expected: list[torch.Tensor] = []
+    got: list[torch.Tensor] = []
     for step, joining in enumerate(schedule):
         running = [k for k in range(3) if k not in joining and any(k in j for j in schedule[:step])]
-        for k in running + joining:
-            done = step - next(i for i, j in enumerate(schedule) if k in j)  # decode steps k has had
-            expected.append(_reference(model, seqs[k] + fed[k][:done]))
+        expected.extend(_reference(model, seqs[k] + fed[k][: decoded(k, step)]) for k in running + joining)
     switch(model, True)
     try:
-        cache, slots = SlotCache(3, model.device), {}
+        cache, slots = SlotCache(3, model.device), dict[int, int]()
         for step, joining in enumerate(schedule):
             running = [k for k in range(3) if k in slots]
-            done = {k: step - next(i for i, j in enumerate(schedule) if k in j) for k in running}
             logits, new = forward(
-                model, cache, [slots[k] for k in running], [fed[k][done[k] - 1] for k in running],
-                [len(seqs[k]) + done[k] - 1 for k in running], [seqs[k] for k in joining],
+                model, cache, [slots[k] for k in running], [fed[k][decoded(k, step) - 1] for k in running],
+                [len(seqs[k]) + decoded(k, step) - 1 for k in running], [seqs[k] for k in joining],
             )  # fmt: skip
             slots.update(zip(joining, new, strict=True))
             got.extend(logits)
