@@ -3,9 +3,10 @@ and 32 concurrent single-sentence clients, measured side by side in one run.
 
     python bench/encoder.py [--seconds 6] [--rounds 3] [--batch-time-ms 2 --batch-time-ms 0 ...]
 
-The best in-process batch size is picked first; then in-process runs at that size and service
-runs alternate for ``--rounds`` rounds. Prints a markdown table (median sentences/s and the median
-of each round's ratio to in-process).
+The best in-process batch size is picked first; then in-process runs at that size (plain
+sentence-transformers, and with the linear weights packed as the service packs them on CPU) and
+service runs alternate for ``--rounds`` rounds. Prints a markdown table (median sentences/s and
+the median of each round's ratio to each in-process figure).
 """
 
 from __future__ import annotations
@@ -76,13 +77,14 @@ async def service_rate(url: str, clients: int, seconds: float) -> float:
         return count / (time.perf_counter() - start)
 
 
-Measured = dict[str, tuple[list[float], list[float]]]  # label -> (rates, ratios), one per round
+Measured = dict[str, tuple[list[float], list[float], list[float]]]  # label -> rates, ratios, ratios to packed
 
 
-def record(measured: Measured, label: str, rate: float, ratio: float) -> None:
-    rates, ratios = measured.setdefault(label, ([], []))
+def record(measured: Measured, label: str, rate: float, base: float, packed: float) -> None:
+    rates, ratios, packed_ratios = measured.setdefault(label, ([], [], []))
     rates.append(rate)
-    ratios.append(ratio)
+    ratios.append(rate / base)
+    packed_ratios.append(rate / packed)
 
 
 def main() -> None:
@@ -97,9 +99,12 @@ def main() -> None:
     from ragraph_encoder.settings import EncoderSettings
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
-    encoder, texts = Encoder(EncoderSettings(device="cpu")), sentences(4096)
+    # in-process baselines: plain sentence-transformers, and with the weights packed as the service packs them
+    encoder = Encoder(EncoderSettings(device="cpu", packed_weights=False))
+    packed_encoder = Encoder(EncoderSettings(device="cpu"))
+    texts = sentences(4096)
     batch = best_batch(encoder, texts, args.seconds)
-    rows: list[tuple[str, list[float], list[float]]] = []
+    rows: list[tuple[str, list[float], list[float], list[float]]] = []
     for batch_time in args.batch_time_ms or [2.0]:
         os.environ["RAGRAPH_ENCODER_MAX_BATCH_TIME_MS"] = str(batch_time)
         os.environ["RAGRAPH_ENCODER_MAX_BATCH_SIZE"] = str(args.max_batch_size)
@@ -111,21 +116,27 @@ def main() -> None:
             # each round's ratio compares runs seconds apart.
             for r in range(args.rounds):
                 base = in_process_rate(encoder, texts, batch, args.seconds)
-                print(f"  round {r + 1}: in-process batch {batch}: {base:8.1f} sentences/s", flush=True)
-                record(measured, f"in-process encode, batch {batch}", base, 1.0)
+                packed = in_process_rate(packed_encoder, texts, batch, args.seconds)
+                print(f"  round {r + 1}: in-process batch {batch}: {base:8.1f} sentences/s, "
+                      f"packed weights {packed:8.1f}", flush=True)  # fmt: skip
+                record(measured, f"in-process encode, batch {batch}", base, base, packed)
+                record(measured, f"in-process encode, batch {batch}, packed weights", packed, base, packed)
                 for clients in (1, 8, 32):
                     rate = asyncio.run(service_rate(service.grpc_url, clients, args.seconds))
                     label = f"service, {clients} clients (batch time {batch_time:g} ms, max {args.max_batch_size})"
-                    print(f"  round {r + 1}: {label}: {rate:8.1f} sentences/s ({rate / base:.2f})", flush=True)
-                    record(measured, label, rate, rate / base)
+                    print(f"  round {r + 1}: {label}: {rate:8.1f} sentences/s ({rate / base:.2f}; "
+                          f"{rate / packed:.2f} of packed)", flush=True)  # fmt: skip
+                    record(measured, label, rate, base, packed)
         finally:
             service.stop()
-        rows += [(label, rates, ratios) for label, (rates, ratios) in measured.items()]
-    print(f"\n| setup | sentences/s (median of {args.rounds}) | vs in-process (median) | ratio range |")
+        rows += [(label, *values) for label, values in measured.items()]
+    print(f"\n| setup | sentences/s (median of {args.rounds}) | vs in-process (median, range) "
+          "| vs in-process with packed weights (median, range) |")  # fmt: skip
     print("|---|---:|---:|---:|")
-    for label, rates, ratios in rows:
-        spread = f"{min(ratios):.2f}–{max(ratios):.2f}"
-        print(f"| {label} | {statistics.median(rates):.1f} | {statistics.median(ratios):.2f} | {spread} |")
+    for label, rates, ratios, packed_ratios in rows:
+        print(f"| {label} | {statistics.median(rates):.1f} | {statistics.median(ratios):.2f} "
+              f"({min(ratios):.2f}–{max(ratios):.2f}) | {statistics.median(packed_ratios):.2f} "
+              f"({min(packed_ratios):.2f}–{max(packed_ratios):.2f}) |")  # fmt: skip
 
 
 if __name__ == "__main__":

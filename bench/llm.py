@@ -41,7 +41,7 @@ def sequential(model_dir: str, device: str, n: int, tokens: int, packed: bool = 
     """tok/s of plain ``model.generate`` on ``n`` prompts one after the other; with ``packed``, the
     model's linear layers are packed for oneDNN first, as the service does on CPU."""
     import torch
-    from ragraph_llm.packed import pack_linears
+    from ragraph_serving.packed import pack_linears
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

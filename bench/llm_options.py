@@ -41,7 +41,7 @@ VARIANTS = ("plain", "packed", "int8", "bf16", "compile", "eager")
 def build(variant: str, base: Any) -> tuple[Any, float]:
     """The variant's model and the seconds its preparation took (compile: measured at first use)."""
     import torch
-    from ragraph_llm.packed import pack_linears
+    from ragraph_serving.packed import pack_linears
 
     start = time.perf_counter()
     model = copy.deepcopy(base)

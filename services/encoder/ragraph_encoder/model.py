@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from ragraph_serving.batcher import MicroBatcher
+from ragraph_serving.packed import pack_linears
 
 from .settings import DEFAULT_MODEL, EncoderSettings
 
@@ -53,6 +54,8 @@ class Encoder:
         log.info("loading encoder %s from %s on %s", settings.model, path, self.device)
         self.model = SentenceTransformer(path, device=self.device)
         self.model.eval()
+        if self.device == "cpu" and settings.packed_weights:
+            pack_linears(self.model)
         # The pipeline's own Normalize step (all-MiniLM-L6-v2 has one) moves to the request:
         # ``normalize=false`` then returns the pooled embedding as the model computed it.
         if len(self.model) and type(self.model[len(self.model) - 1]).__name__ == "Normalize":

@@ -31,6 +31,11 @@ class EncoderSettings(ServingSettings):
         description="How long an idle batcher waits for the next request before it runs; arrivals "
         f"keep extending the wait, up to {GATHER_FACTOR} times this in all.",
     )
+    packed_weights: bool = Field(
+        True,
+        description="On CPU, reorder the linear layers' weights once for oneDNN's kernels (each layer is "
+        "checked against the plain one; embeddings agree within float32 rounding); false keeps PyTorch's GEMM.",
+    )
     max_texts: int = Field(1024, description="Most texts one request may carry.")
     max_request_bytes: int = Field(4 * 1024 * 1024, description="Most UTF-8 bytes of text one request may carry.")
     labelsets: dict[str, Path] = Field(

@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 from ragraph_client.errors import FailedPrecondition, InvalidArgument
+from ragraph_serving.packed import pack_linears
 
-from .packed import pack_linears
 from .settings import LLMSettings
 
 log = logging.getLogger("ragraph.llm")

@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 from ragraph_llm.engine import Engine
-from ragraph_llm.packed import PackedLinear, pack_linears
+from ragraph_serving.packed import PackedLinear, pack_linears
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 
