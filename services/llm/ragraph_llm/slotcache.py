@@ -12,6 +12,9 @@ that leaves frees its slot by clearing its mask row. Attention reads the columns
 live row's first one to the step's column, over slots 0..highest live slot (free slots reused
 lowest first, so the live ones stay packed). Buffers are copied only when the columns run out
 (or a newcomer's prompt needs more room to the left than there is): once every few dozen steps.
+Every slot has the same columns, so the cache holds ``max_batch_size`` rows of up to ~1.5x the
+longest live sequence (prompt and completion), whichever rows are in use: the price of never
+copying on join or leave.
 """
 
 from __future__ import annotations
@@ -76,7 +79,7 @@ class SlotCache:
         start = self.start
         width = col - start
         new_end = max(width, longest - 1)
-        columns = new_end + 1 + max(MIN_ROOM, new_end + 1)
+        columns = new_end + 1 + max(MIN_ROOM, (new_end + 1) // 2)  # room to grow, as kvcache gives
         shift = new_end - col
         self.keys = {layer: self._moved(t, start, width, new_end, columns) for layer, t in self.keys.items()}
         self.values = {layer: self._moved(t, start, width, new_end, columns) for layer, t in self.values.items()}
