@@ -5,7 +5,7 @@
 
 1. the LLM as ``make demo`` chooses it (the default hub model when it loads offline, else the tiny
    random-weight one),
-2. ``ragraph up`` as a :class:`ragraph_cli.up.Stack` (default ports, or free ones when those are
+2. ``ragraph up`` as a :class:`ragraph_cli.stack.Stack` (default ports, or free ones when those are
    taken; service logs in ``OUT/stack.log``) with a temporary ``local://`` store,
 3. ``ragraph ingest`` of ``bench/retrieval/corpus`` (the questions the users ask are about it),
 4. ``locust -f loadtest/locustfile.py --headless`` for a fixed user count and duration, CSV to
@@ -142,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         extra.update(wall_s=round(time.monotonic() - started, 1), cpu_s={"locust": _children_cpu_s() - locust_cpu})
         return finish(args, prefix, rc, extra)
 
-    from ragraph_cli.up import Stack, StackConfig, StackError, free_ports, port_free, resolve_llm_model, tiny_warning
+    from ragraph_cli.llm_choice import resolve_llm_model, tiny_warning
+    from ragraph_cli.ports import free_ports, port_free
+    from ragraph_cli.stack import Stack, StackConfig, StackError
 
     step("choosing the LLM")
     choice = resolve_llm_model(args.llm_model, say=print)

@@ -1,7 +1,7 @@
 """``make demo``: the whole graph end to end on this machine, offline.
 
 1. choose the LLM (the default hub model when it loads offline, else a tiny random-weight one),
-2. ``ragraph up`` as a :class:`ragraph_cli.up.Stack` (service logs go to .ragraph/demo/stack.log),
+2. ``ragraph up`` as a :class:`ragraph_cli.stack.Stack` (service logs go to .ragraph/demo/stack.log),
 3. ``ragraph ingest docs README.md`` into ``local://.ragraph/demo-store`` through the encoder,
 4. ``ragraph ask --stream`` one question about deploying ragraph,
 5. stop all three services (also on error or Ctrl-C).
@@ -18,7 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ragraph_cli.up import Stack, StackConfig, StackError, free_ports, port_free, resolve_llm_model, tiny_warning
+from ragraph_cli.llm_choice import resolve_llm_model, tiny_warning
+from ragraph_cli.ports import free_ports, port_free
+from ragraph_cli.stack import Stack, StackConfig, StackError
 
 REPO = Path(__file__).resolve().parents[1]
 STORE = "local://.ragraph/demo-store"

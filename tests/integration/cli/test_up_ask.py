@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from ragraph_cli.up import Stack, StackConfig, StackError, free_ports, port_open
+from ragraph_cli.ports import free_ports, port_open
+from ragraph_cli.stack import Stack, StackConfig, StackError
 
 from tests.fixtures.servers import REPO
 
