@@ -4,7 +4,6 @@ not INTERNAL) and one error mapping that keeps every gRPC code a runtime chose."
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,6 +13,7 @@ import mlserver.grpc.server as mlserver_grpc_server
 from mlserver.errors import ModelNotFound
 from mlserver.grpc import dataplane_pb2 as pb
 from mlserver.grpc.converters import ModelInferResponseConverter
+from mlserver.grpc.model_repository import ModelRepositoryServicer
 from mlserver.grpc.servicers import InferenceServicer
 from ragraph_client import logs
 from ragraph_client.errors import InvalidArgument, NotFound
@@ -21,6 +21,7 @@ from ragraph_client.headers import SERVICE_TOKEN_HEADER
 from ragraph_client.tensors import decode_wire_tensors
 from ragraph_client.wire import fill_response, read_request
 
+from . import access
 from .errors import grpc_status
 
 log = logging.getLogger("ragraph.serving")
@@ -49,23 +50,39 @@ def _bind_request_id(request: Any, context: Any) -> None:
     logs.request_id.set(request.id or _metadata_value(context, logs.REQUEST_ID_HEADER) or None)
 
 
-class RagraphInferenceServicer(InferenceServicer):
-    # ServingSettings.service_token, set by install(): when set, ModelInfer, ModelStreamInfer and
-    # ModelMetadata need it in SERVICE_TOKEN_HEADER metadata; health calls stay open.
-    service_token: str | None = None
+async def _require_token(context: Any) -> None:
+    """UNAUTHENTICATED unless the call carries the service token (when one is configured; see
+    :mod:`.access`). Called outside the handlers' try blocks: context.abort raises."""
+    if not access.allowed(_metadata_value(context, SERVICE_TOKEN_HEADER)):
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, access.DENIED)
 
-    async def _require_token(self, context: Any) -> None:
-        """UNAUTHENTICATED unless the call carries the service token (when one is configured).
-        Called outside the handlers' try blocks: context.abort raises."""
-        expected = self.service_token
-        if not expected:
-            return
-        sent = _metadata_value(context, SERVICE_TOKEN_HEADER)
-        if not isinstance(sent, str) or not hmac.compare_digest(sent.encode(), expected.encode()):
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong service token")
+
+class _TokenGuardedRepository:
+    """MLServer's model repository extension (index, load, unload) behind the service token."""
+
+    async def RepositoryIndex(self, request: Any, context: Any) -> Any:
+        await _require_token(context)
+        return await super().RepositoryIndex(request, context)  # type: ignore[misc]
+
+    async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
+        await _require_token(context)
+        return await super().RepositoryModelLoad(request, context)  # type: ignore[misc]
+
+    async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
+        await _require_token(context)
+        return await super().RepositoryModelUnload(request, context)  # type: ignore[misc]
+
+
+class GuardedRepositoryServicer(_TokenGuardedRepository, ModelRepositoryServicer):
+    """MLServer's (deprecated) ModelRepositoryService, behind the service token."""
+
+
+class RagraphInferenceServicer(_TokenGuardedRepository, InferenceServicer):
+    """With a service token set, every method but ServerLive, ServerReady, ModelReady and
+    ServerMetadata needs it (:mod:`.access`)."""
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
-        await self._require_token(context)
+        await _require_token(context)
         return await super().ModelMetadata(request, context)
 
     async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
@@ -86,7 +103,7 @@ class RagraphInferenceServicer(InferenceServicer):
         return hasattr(target, "handle")
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
-        await self._require_token(context)
+        await _require_token(context)
         _bind_request_id(request, context)
         log.debug("ModelInfer %s", request.model_name)
         try:
@@ -114,7 +131,7 @@ class RagraphInferenceServicer(InferenceServicer):
         self, requests_stream: AsyncIterator[pb.ModelInferRequest], context: Any
     ) -> AsyncIterator[pb.ModelInferResponse]:
         """MLServer's stream form (responses are ModelInferResponse; errors end the stream)."""
-        await self._require_token(context)
+        await _require_token(context)
         first = None
         try:
             async for request in requests_stream:
@@ -148,13 +165,16 @@ class RagraphInferenceServicer(InferenceServicer):
 
 
 def install(service_token: str | None = None) -> None:
-    """Make MLServer's gRPC server build ragraph's servicer. Called by ragraph's launcher and
-    on import of every ragraph runtime, so plain ``mlserver start`` behaves the same.
-    ``service_token``: require it on inference and metadata calls (None keeps the one set
-    earlier: the runtimes' import-time install() must not clear the launcher's)."""
+    """Make MLServer's gRPC server build ragraph's servicers and its REST app check the service
+    token. Called by ragraph's launcher and on import of every ragraph runtime, so plain
+    ``mlserver start`` behaves the same. ``service_token``: require it on every call but the
+    health ones (None keeps the one set earlier: the runtimes' import-time install() must not
+    clear the launcher's)."""
     mlserver_grpc_server.InferenceServicer = RagraphInferenceServicer  # type: ignore[misc]
+    mlserver_grpc_server.ModelRepositoryServicer = GuardedRepositoryServicer  # type: ignore[misc]
     if service_token is not None:
-        RagraphInferenceServicer.service_token = service_token or None
+        access.set_token(service_token)
+    access.install_rest()
     from .health import install as install_health  # grpc.health.v1 next to the V2 service
 
     install_health()

@@ -29,6 +29,7 @@ class ServingSettings(BaseSettings):
     )
     service_token: str | None = Field(
         None,
-        description="When set, V2 inference and metadata calls need this token in 'x-ragraph-service-token' "
-        "metadata (the router sends its node_token); health calls stay open.",
+        description="When set, every gRPC and REST call needs this token in 'x-ragraph-service-token' (the "
+        "router sends its node_token), model repository load/unload included; health calls (live, ready, "
+        "model ready, server metadata, grpc.health.v1) stay open.",
     )

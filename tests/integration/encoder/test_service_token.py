@@ -1,6 +1,7 @@
 """The node service token: the real encoder started with RAGRAPH_ENCODER_SERVICE_TOKEN answers
-inference and metadata calls only when they carry 'x-ragraph-service-token'; health calls stay
-open. The router's node clients send it when node_token is set (its contract check passes)."""
+inference, metadata and model-repository calls, over gRPC and REST, only when they carry
+'x-ragraph-service-token'; health calls stay open. The router's node clients send it when
+node_token is set (its contract check passes)."""
 
 from __future__ import annotations
 
@@ -114,3 +115,65 @@ def test_graph_check_sends_the_node_token(guarded_encoder: Service, tmp_path: Pa
         outputs[token] = done.stdout
     assert "UNAUTHENTICATED" in outputs[None] and guarded_encoder.grpc_url in outputs[None]
     assert "UNAUTHENTICATED" not in outputs[TOKEN]
+
+
+def _unload_request(model: str) -> bytes:
+    """RepositoryModelUnloadRequest{model_name = 1}, serialized by hand: MLServer's own stubs
+    cannot load in a process that imports ours."""
+    name = model.encode()
+    return b"\x0a" + bytes([len(name)]) + name
+
+
+@pytest.mark.parametrize(
+    "method",
+    ["/inference.GRPCInferenceService/RepositoryModelUnload",
+     "/inference.model_repository.ModelRepositoryService/RepositoryModelUnload"],
+)  # fmt: skip
+def test_model_repository_calls_need_the_token(guarded_encoder: Service, method: str) -> None:
+    import grpc
+
+    with grpc.insecure_channel(guarded_encoder.grpc_url) as channel:
+        unload = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
+        for metadata in (None, [(HEADER, "wrong")]):
+            with pytest.raises(grpc.RpcError) as info:
+                unload(_unload_request("encoder"), metadata=metadata, timeout=10)
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert info.value.details() == "missing or wrong service token"
+    with InferenceClient(guarded_encoder.grpc_url, timeout=30, headers={HEADER: TOKEN}) as client:
+        assert client.model_ready("encoder") is True  # nothing was unloaded
+        assert client.infer("encoder", {"text": ["still here"]}).output("embedding").shape == [1, 384]
+
+
+def _http(service: Service, method: str, path: str, body: dict | None = None, token: str | None = None) -> int:
+    import json
+    import urllib.error
+    import urllib.request
+
+    headers = {"content-type": "application/json", **({HEADER: token} if token else {})}
+    data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
+    request = urllib.request.Request(f"http://127.0.0.1:{service.http_port}{path}", data, headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 401:
+            assert json.loads(exc.read()) == {"error": "missing or wrong service token"}
+        return int(exc.code)
+
+
+def test_the_rest_port_needs_the_token_too(guarded_encoder: Service) -> None:
+    infer = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["hello"]}]}
+    for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/encoder/ready", "/v2"):
+        assert _http(guarded_encoder, "GET", path) == 200, path  # health stays open
+    protected = [
+        ("POST", "/v2/models/encoder/infer", infer),
+        ("GET", "/v2/models/encoder", None),
+        ("POST", "/v2/repository/models/encoder/unload", None),
+        ("POST", "/v2/repository/index", {}),
+    ]
+    for method, path, body in protected:
+        for token in (None, "wrong"):
+            assert _http(guarded_encoder, method, path, body, token) == 401, (path, token)
+    assert _http(guarded_encoder, "POST", "/v2/models/encoder/infer", infer, TOKEN) == 200
+    assert _http(guarded_encoder, "GET", "/v2/models/encoder", None, TOKEN) == 200
+    assert _http(guarded_encoder, "GET", "/v2/models/encoder/ready") == 200  # nothing was unloaded
