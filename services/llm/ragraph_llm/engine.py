@@ -69,6 +69,7 @@ class Sequence:
     cancelled: bool = False
     id: int = 0
     slot: int = -1  # its row in the SlotCache of mixed steps
+    prefilled: int = 0  # prompt tokens in the cache so far (mixed steps prefill long prompts in pieces)
 
 
 def _deliver(items: list[tuple[Callable[[Event], object], Event]]) -> None:
@@ -290,31 +291,61 @@ class Engine:
             return admitted
 
     def _step(self) -> None:
-        new = self._admit()
         if self.mixed:
-            self._mixed_step(new)
-        elif new:
-            self._prefill(new)
-        elif self._running:
-            self._decode()
+            self._mixed_step(self._pieces())
+        else:
+            new = self._admit()
+            if new:
+                self._prefill(new)
+            elif self._running:
+                self._decode()
         self._reap()
         self._flush()
 
-    def _mixed_step(self, new: list[Sequence]) -> None:
-        running = list(self._running)
+    def _pieces(self) -> list[tuple[Sequence, int]]:
+        """The prompt tokens this mixed step prefills, at most max_prefill_tokens: first the
+        rest of prompts begun in earlier steps, then newcomers while slots last. A prompt longer
+        than what is left goes in pieces over several steps, so a long prompt never stalls the
+        running streams for more than one budget's worth of prefill."""
+        budget = self.max_prefill_tokens
+        pieces: list[tuple[Sequence, int]] = []
+        with self._lock:
+            for seq in self._running:
+                left = len(seq.prompt_ids) - seq.prefilled
+                if left > 0 and budget > 0:
+                    pieces.append((seq, min(left, budget)))
+                    budget -= pieces[-1][1]
+            room = self.max_batch_size - len(self._running)
+            while self._waiting and room > 0 and budget > 0:
+                seq = self._waiting.popleft()
+                pieces.append((seq, min(len(seq.prompt_ids), budget)))
+                budget -= pieces[-1][1]
+                room -= 1
+        return pieces
+
+    def _mixed_step(self, pieces: list[tuple[Sequence, int]]) -> None:
+        decoding = [s for s in self._running if s.prefilled == len(s.prompt_ids)]
         logits, slots = ragged.forward(
-            self.lm.model, self._slots, [s.slot for s in running], [s.tokens[-1] for s in running],
-            [len(s.prompt_ids) + len(s.tokens) - 1 for s in running], [s.prompt_ids for s in new],
+            self.lm.model, self._slots, [s.slot for s in decoding], [s.tokens[-1] for s in decoding],
+            [len(s.prompt_ids) + len(s.tokens) - 1 for s in decoding],
+            [ragged.Piece(s.prompt_ids[s.prefilled : s.prefilled + n], s.prefilled, s.slot if s.prefilled else None)
+             for s, n in pieces],
         )  # fmt: skip
-        self.metrics.batch_size.observe(len(running) + len(new))
+        self.metrics.batch_size.observe(len(decoding) + len(pieces))
+        new = [seq for seq, _ in pieces if seq.prefilled == 0]
+        for (seq, n), slot in zip(pieces, slots, strict=True):
+            seq.slot, seq.prefilled = slot, seq.prefilled + n
+        if pieces:
+            self.metrics.prompt_tokens.inc(sum(n for _, n in pieces))
         if new:
-            for seq, slot in zip(new, slots, strict=True):
-                seq.slot = slot
-            self.metrics.prompt_tokens.inc(sum(len(s.prompt_ids) for s in new))
             with self._lock:
                 self._running.extend(new)
                 self._gauges()
-        self._emit(running + new, logits)
+        # a token for every decoding row and for each prompt completed in this step
+        rows = list(range(len(decoding)))
+        rows += [len(decoding) + i for i, (seq, _) in enumerate(pieces) if seq.prefilled == len(seq.prompt_ids)]
+        done = [seq for seq, _ in pieces if seq.prefilled == len(seq.prompt_ids)]
+        self._emit(decoding + done, logits if len(rows) == logits.shape[0] else logits[rows])
 
     def _prefill(self, new: list[Sequence]) -> None:
         device, pad = self.lm.device, self.lm.pad_id

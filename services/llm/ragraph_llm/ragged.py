@@ -7,11 +7,13 @@ step then stalls the running streams and reads all the weights once more for a h
 a one-row prefill of 31 tokens ~22 ms; one pass doing both costs ~28 ms).
 
 Here the step's tokens travel packed in one row: first the last token of each running sequence,
-then each newcomer's prompt. The linear layers, norms, rotary embeddings and MLPs work token by
+then each prompt piece (a newcomer's prompt, or the next piece of a long prompt that goes in
+over several steps). The linear layers, norms, rotary embeddings and MLPs work token by
 token, so only attention needs to know which token belongs to which sequence. That is this
 module's attention function, registered with transformers' ``AttentionInterface``: every
 token's keys and values go into its sequence's row of a :class:`~.slotcache.SlotCache`, the
-decode tokens attend to their rows, and each newcomer attends causally to its own prompt.
+decode tokens attend to their rows, a newcomer's first piece attends causally to itself, and a
+later piece to the earlier ones and causally to itself.
 
 Whether a model's code takes this path correctly is checked once at load time against its own
 forward pass (:func:`supports_mixed_steps`); models that fail fall back to alternating steps.
@@ -37,14 +39,23 @@ STEP_KWARG = "ragraph_step"
 
 
 @dataclass
+class Piece:
+    """A chunk of one prompt to prefill: ``slot`` None for a newcomer (it gets a free slot),
+    else the slot its earlier chunks are in; ``position`` is its first token's position."""
+
+    ids: list[int]
+    position: int = 0
+    slot: int | None = None
+
+
+@dataclass
 class MixedStep:
     """What the attention function needs for one step, set up by :func:`forward`: the cache,
-    the running rows' slots (in packed order) and the newcomers' slots and prompt lengths."""
+    the decoding rows' slots (in packed order) and where each prompt piece goes."""
 
     cache: SlotCache
     running: list[int]
-    slots: list[int]
-    lengths: list[int]
+    placed: list[tuple[int, int, int]]  # (slot, first column, tokens) of each piece, in packed order
     col: int = 0
     _tensors: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
 
@@ -58,23 +69,33 @@ class MixedStep:
             self._tensors = (index, mask)
         return self._tensors
 
+    def piece_mask(self, slot: int, first: int, n: int) -> tuple[int, torch.Tensor]:
+        """For a later chunk of a prompt: the row's first column, and the mask [1, 1, n, columns]
+        letting each of the chunk's tokens see the earlier chunks and itself causally."""
+        cache = self.cache
+        low = cache.first[slot]
+        columns = torch.arange(low, first + n, device=cache.device)
+        own = torch.arange(first, first + n, device=cache.device)
+        mask = cache.mask[slot, low : first + n][None, :] & (columns[None, :] <= own[:, None])
+        return low, mask[None, None]
 
-def _positions(running_positions: list[int], lengths: list[int], device: torch.device) -> torch.Tensor:
+
+def _positions(running_positions: list[int], pieces: list[Piece], device: torch.device) -> torch.Tensor:
     """Position ids of the packed tokens, [1, tokens]: each running row's next position, then
-    0..n-1 for each newcomer."""
+    each piece's positions."""
     out = list(running_positions)
-    for n in lengths:
-        out.extend(range(n))
+    for piece in pieces:
+        out.extend(range(piece.position, piece.position + len(piece.ids)))
     return torch.tensor([out], device=device)
 
 
-def _last_tokens(rows: int, lengths: list[int], device: torch.device) -> torch.Tensor:
-    """Indices of the packed tokens whose logits the step samples from: every decode token and
-    each newcomer's last prompt token."""
+def _last_tokens(rows: int, pieces: list[Piece], device: torch.device) -> torch.Tensor:
+    """Indices of the packed tokens whose logits the step returns: every decode token and each
+    piece's last token."""
     index = list(range(rows))
     end = rows
-    for n in lengths:
-        end += n
+    for piece in pieces:
+        end += len(piece.ids)
         index.append(end - 1)
     return torch.tensor(index, device=device)
 
@@ -121,11 +142,16 @@ def mixed_attention(
         out = _attend(q, keys[:span, :, start : col + 1], values[:span, :, start : col + 1], mask, scaling)
         parts.append(out[index, :, 0].transpose(0, 1).unsqueeze(0))
     begin = rows
-    for slot, n in zip(step.slots, step.lengths, strict=True):
+    for slot, first, n in step.placed:
         q, k, v = (t[:, :, begin : begin + n] for t in (query, key, value))
-        keys[slot, :, col - n + 1 : col + 1] = k[0]
-        values[slot, :, col - n + 1 : col + 1] = v[0]
-        parts.append(_attend(q, k, v, None, scaling))
+        keys[slot, :, first : first + n] = k[0]
+        values[slot, :, first : first + n] = v[0]
+        if first == step.cache.first[slot]:  # a prompt's first piece: causal over itself
+            parts.append(_attend(q, k, v, None, scaling))
+        else:  # a later piece: its earlier pieces, then itself causally
+            low, mask = step.piece_mask(slot, first, n)
+            rows_k, rows_v = keys[slot : slot + 1, :, low : first + n], values[slot : slot + 1, :, low : first + n]
+            parts.append(_attend(q, rows_k, rows_v, mask, scaling))
         begin += n
     out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
     return out.transpose(1, 2).contiguous(), None
@@ -135,21 +161,23 @@ AttentionInterface.register(RAGGED, mixed_attention)
 
 
 def forward(
-    model: Any, cache: SlotCache, running: list[int], last: list[int], at: list[int], prompts: list[list[int]]
+    model: Any, cache: SlotCache, running: list[int], last: list[int], at: list[int], pieces: list[Piece]
 ) -> tuple[torch.Tensor, list[int]]:
     """One mixed step: the sequences in slots ``running`` feed their ``last`` token at position
-    ``at``; ``prompts`` are prefilled into free slots. Returns logits [rows, vocab] (running
-    rows, then newcomers) and the newcomers' slots."""
+    ``at``; ``pieces`` of prompts are prefilled. Returns logits [rows, vocab] (running rows,
+    then each piece's last token) and each piece's slot."""
     device = model.device
-    lengths = [len(p) for p in prompts]
-    slots = cache.begin(running, lengths)
-    step = MixedStep(cache, running, slots, lengths, col=cache.end - 1)
-    ids = torch.tensor([last + [t for p in prompts for t in p]], device=device)
+    if not running and not pieces:
+        return torch.empty((0, 0), device=device), []
+    placed = cache.begin(running, [(piece.slot, len(piece.ids)) for piece in pieces])
+    where = [(slot, first, len(piece.ids)) for (slot, first), piece in zip(placed, pieces, strict=True)]
+    step = MixedStep(cache, running, where, col=cache.end - 1)
+    ids = torch.tensor([last + [t for piece in pieces for t in piece.ids]], dtype=torch.long, device=device)
     out = model(
-        input_ids=ids, position_ids=_positions(at, lengths, device), use_cache=False,
-        logits_to_keep=_last_tokens(len(running), lengths, device), **{STEP_KWARG: step},
+        input_ids=ids, position_ids=_positions(at, pieces, device), use_cache=False,
+        logits_to_keep=_last_tokens(len(running), pieces, device), **{STEP_KWARG: step},
     )  # fmt: skip
-    return out.logits[0].float(), slots
+    return out.logits[0].float(), [slot for slot, _ in placed]
 
 
 def _reference(model: Any, ids: list[int]) -> torch.Tensor:
@@ -195,7 +223,7 @@ def supports_mixed_steps(model: Any, vocab: int) -> bool:
             running = [k for k in range(3) if k in slots]
             logits, new = forward(
                 model, cache, [slots[k] for k in running], [fed[k][decoded(k, step) - 1] for k in running],
-                [len(seqs[k]) + decoded(k, step) - 1 for k in running], [seqs[k] for k in joining],
+                [len(seqs[k]) + decoded(k, step) - 1 for k in running], [Piece(seqs[k]) for k in joining],
             )  # fmt: skip
             slots.update(zip(joining, new, strict=True))
             got.extend(logits)

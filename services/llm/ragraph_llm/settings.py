@@ -31,8 +31,9 @@ class LLMSettings(ServingSettings):
     )
     max_prefill_tokens: int = Field(
         128,
-        description="Most prompt tokens one prefill step takes (at least one request): a burst of "
-        "arrivals prefills in waves, so early ones stream sooner and running streams stall less.",
+        description="Most prompt tokens one engine step prefills: a burst of arrivals prefills in waves, so "
+        "early ones stream sooner and running streams stall less. With mixed steps a longer prompt goes in "
+        "pieces over several steps; otherwise a step takes at least one whole prompt.",
     )
     packed_weights: bool = Field(
         True,

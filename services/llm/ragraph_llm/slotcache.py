@@ -49,38 +49,50 @@ class SlotCache:
         """Slots attention reads this step: 0 .. the highest live slot."""
         return max(self.first) + 1 if self.first else 0
 
-    def begin(self, running: list[int], lengths: list[int]) -> list[int]:
-        """Reserve this step's column: running slots get it; newcomers (prompt ``lengths``) get
-        free slots whose prompts end in it. Returns the newcomers' slots."""
+    def begin(self, running: list[int], pieces: list[tuple[int | None, int]]) -> list[tuple[int, int]]:
+        """Reserve this step's columns. ``running`` slots decode: they get the step's column.
+        ``pieces`` are prompt chunks ``(slot, tokens)``: a newcomer (slot None) gets a free slot
+        and its chunk ends in the step's column; a later chunk of a prompt already holding a
+        slot goes right after the last written column, and the step's column moves past it (the
+        decoding rows keep a masked gap). Returns ``(slot, first column)`` for each piece."""
+        fresh = sum(slot is None for slot, _ in pieces)
         free = sorted(set(range(self.slots)) - set(self.first))
-        if len(lengths) > len(free):
-            raise ValueError(f"{len(lengths)} newcomers but only {len(free)} free slots")
-        self._reserve(max(lengths, default=1))
-        col = self.end
+        if fresh > len(free):
+            raise ValueError(f"{fresh} newcomers but only {len(free)} free slots")
+        ahead = max((n - 1 for slot, n in pieces if slot is not None), default=0)
+        self._reserve(max((n for slot, n in pieces if slot is None), default=1), ahead)
+        col = self.end + ahead
         if running:
             self.mask[running, col] = True
-        slots = free[: len(lengths)]
-        for slot, n in zip(slots, lengths, strict=True):
-            self.mask[slot] = False
-            self.mask[slot, col - n + 1 : col + 1] = True
-            self.first[slot] = col - n + 1
+        placed = []
+        for slot, n in pieces:
+            if slot is None:
+                slot = free.pop(0)
+                self.mask[slot] = False
+                first = self.first[slot] = col - n + 1
+            else:
+                first = self.end
+            self.mask[slot, first : first + n] = True
+            placed.append((slot, first))
         self.end = col + 1
-        return slots
+        return placed
 
     def release(self, slot: int) -> None:
         self.first.pop(slot, None)
         self.mask[slot] = False
 
-    def _reserve(self, longest: int) -> None:
-        """Make room for this step's column and ``longest`` prompt columns ending in it."""
-        col = self.end
+    def _reserve(self, longest: int, ahead: int) -> None:
+        """Make room for this step's column, ``ahead`` columns past the next free one, and for
+        ``longest`` newcomer columns ending in it."""
+        col = self.end + ahead
         if col + 1 <= self.columns and col - longest + 1 >= 0:
             return
         start = self.start
-        width = col - start
-        new_end = max(width, longest - 1)
-        columns = new_end + 1 + max(MIN_ROOM, (new_end + 1) // 2)  # room to grow, as kvcache gives
-        shift = new_end - col
+        width = self.end - start
+        new_end = max(width, longest - 1 - ahead)
+        used = new_end + ahead + 1
+        columns = used + max(MIN_ROOM, used // 2)  # room to grow, as kvcache gives
+        shift = new_end - self.end
         self.keys = {layer: self._moved(t, start, width, new_end, columns) for layer, t in self.keys.items()}
         self.values = {layer: self._moved(t, start, width, new_end, columns) for layer, t in self.values.items()}
         self.mask = self._moved(self.mask, start, width, new_end, columns)

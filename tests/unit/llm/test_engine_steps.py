@@ -40,12 +40,16 @@ async def _load(engine: Engine, prompts: list[list[int]], tokens: list[int]) -> 
     return list(await asyncio.gather(*(one(i) for i in range(len(prompts)))))
 
 
-@pytest.mark.parametrize("mixed", [True, False], ids=["mixed", "alternating"])
-def test_concurrent_greedy_requests_match_generate_alone(lm: LanguageModel, mixed: bool) -> None:
+@pytest.mark.parametrize(
+    ("mixed", "prefill_tokens"), [(True, 128), (True, 5), (False, 128)], ids=["mixed", "mixed-in-pieces", "alternating"]
+)
+def test_concurrent_greedy_requests_match_generate_alone(lm: LanguageModel, mixed: bool, prefill_tokens: int) -> None:
+    """With a prefill budget of 5 tokens, every prompt but 'a' goes in over several steps."""
     prompts = [lm.encode(PROMPTS[i % len(PROMPTS)]) for i in range(10)]
     tokens = [12 + 7 * (i % 4) for i in range(10)]  # sequences leave at different steps
     expected = [_generate(lm, p, n) for p, n in zip(prompts, tokens, strict=True)]
-    engine = Engine(lambda: lm, max_batch_size=4, max_queued=16, max_batch_time_ms=2.0, mixed_steps=mixed)
+    engine = Engine(lambda: lm, max_batch_size=4, max_queued=16, max_batch_time_ms=2.0,
+                    max_prefill_tokens=prefill_tokens, mixed_steps=mixed)  # fmt: skip
     try:
         assert engine.mixed is mixed
         got = asyncio.run(_load(engine, prompts, tokens))

@@ -35,39 +35,65 @@ def _alone(model: Any, ids: list[int]) -> torch.Tensor:
 
 @torch.inference_mode()
 def test_a_long_schedule_of_mixed_steps_matches_each_sequence_alone() -> None:
+    """Like the engine: each step decodes the sequences whose prompt is in, and prefills up to a
+    budget of prompt tokens, first the rest of prompts begun earlier, then newcomers, so long
+    prompts go in pieces over several steps. Every returned row must match the model run on
+    that sequence's tokens so far."""
     model = _llama()
     assert ragged.supports_mixed_steps(model, VOCAB)
     ragged.switch(model, True)
     rng = random.Random(3)
     cache = SlotCache(4, torch.device("cpu"))
-    running: dict[int, list[int]] = {}  # slot -> the sequence's tokens so far (prompt + generated)
-    checked = long_prompts = 0
+    prompts: dict[int, list[int]] = {}  # slot -> the prompt
+    tokens: dict[int, list[int]] = {}  # slot -> prompt tokens in the cache so far, then generated ones
+    checked = pieces_after_the_first = 0
     for step in range(220):  # more steps than a buffer has columns: relayouts as the columns run out
-        if step == 60 and len(running) == 4:
-            cache.release(min(running))
-            del running[min(running)]
-        room = 4 - len(running)
-        prompts = [_prompt(rng, rng.choice([3, 7, 20])) for _ in range(rng.randint(0, room))]
-        if step == 60:  # more prompt columns than there are to the left of the step's column
-            prompts = prompts[: room - 1] + [_prompt(rng, 90)]
-            long_prompts += 1
-        slots = sorted(running)
-        last = [running[s][-1] for s in slots]
-        at = [len(running[s]) - 1 for s in slots]
-        logits, new = ragged.forward(model, cache, slots, last, at, prompts)
-        assert logits.shape == (len(slots) + len(prompts), VOCAB)
-        for row, seq in enumerate([running[s] for s in slots] + prompts):
-            expected = _alone(model, seq)
-            assert torch.allclose(logits[row], expected, atol=1e-4), f"step {step}, row {row}"
+        if step == 60 and len(prompts) == 4:
+            victim = min(prompts)
+            cache.release(victim)
+            del prompts[victim], tokens[victim]
+        budget = rng.choice([6, 25, 60, 200])
+        decoding = sorted(s for s in prompts if len(tokens[s]) >= len(prompts[s]))
+        pieces, owners = [], []
+        for slot in sorted(s for s in prompts if len(tokens[s]) < len(prompts[s])):  # prompts begun earlier
+            n = min(len(prompts[slot]) - len(tokens[slot]), budget)
+            if n > 0:
+                done = len(tokens[slot])
+                pieces.append(ragged.Piece(prompts[slot][done : done + n], done, slot))
+                owners.append(prompts[slot])
+                budget -= n
+                pieces_after_the_first += 1
+        for _ in range(rng.randint(0, 4 - len(prompts))):
+            if budget <= 0:
+                break
+            # a 90-token prompt at step 60: more columns than there are left of the step's column
+            prompt = _prompt(rng, 90 if step == 60 else rng.choice([3, 7, 20, 45]))
+            pieces.append(ragged.Piece(prompt[: min(len(prompt), budget)]))
+            owners.append(prompt)
+            budget -= len(pieces[-1].ids)
+        last = [tokens[s][-1] for s in decoding]
+        at = [len(tokens[s]) - 1 for s in decoding]
+        logits, slots = ragged.forward(model, cache, decoding, last, at, pieces)
+        if not decoding and not pieces:
+            assert logits.numel() == 0 and slots == []
+            continue
+        assert logits.shape == (len(decoding) + len(pieces), VOCAB)
+        seen = [tokens[s] for s in decoding] + [p.ids if p.slot is None else tokens[p.slot] + p.ids for p in pieces]
+        for row, seq in enumerate(seen):
+            assert torch.allclose(logits[row], _alone(model, seq), atol=1e-4), f"step {step}, row {row}"
             checked += 1
-        for slot, prompt in zip(new, prompts, strict=True):
-            running[slot] = list(prompt)
-        for slot in slots + new:
-            running[slot].append(int(logits[(slots + new).index(slot)].argmax()))
-        for slot in [s for s in running if rng.random() < 0.08]:  # some sequences finish
+        for piece, slot, prompt in zip(pieces, slots, owners, strict=True):
+            prompts[slot] = prompt
+            tokens[slot] = tokens.get(slot, []) + piece.ids if piece.slot is not None else list(piece.ids)
+        for row, slot in enumerate(decoding):
+            tokens[slot].append(int(logits[row].argmax()))
+        for row, slot in enumerate(slots):
+            if len(tokens[slot]) == len(prompts[slot]):  # its prompt is in: the first generated token
+                tokens[slot].append(int(logits[len(decoding) + row].argmax()))
+        for slot in [s for s in decoding if rng.random() < 0.08]:  # some sequences finish
             cache.release(slot)
-            del running[slot]
-    assert cache.relayouts >= 3 and checked > 300 and long_prompts == 1
+            del prompts[slot], tokens[slot]
+    assert cache.relayouts >= 3 and checked > 300 and pieces_after_the_first > 10
 
 
 def test_the_check_accepts_full_attention_and_restores_the_attention() -> None:
