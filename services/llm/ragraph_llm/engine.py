@@ -328,8 +328,8 @@ class Engine:
         logits, slots = ragged.forward(
             self.lm.model, self._slots, [s.slot for s in decoding], [s.tokens[-1] for s in decoding],
             [len(s.prompt_ids) + len(s.tokens) - 1 for s in decoding],
-            [ragged.Piece(s.prompt_ids[s.prefilled : s.prefilled + n], s.prefilled, s.slot if s.prefilled else None)
-             for s, n in pieces],
+            [ragged.Piece(s.prompt_ids[s.prefilled : s.prefilled + n], s.prefilled,
+                          s.slot if s.prefilled else None, len(s.prompt_ids)) for s, n in pieces],
         )  # fmt: skip
         self.metrics.batch_size.observe(len(decoding) + len(pieces))
         new = [seq for seq, _ in pieces if seq.prefilled == 0]

@@ -41,11 +41,13 @@ STEP_KWARG = "ragraph_step"
 @dataclass
 class Piece:
     """A chunk of one prompt to prefill: ``slot`` None for a newcomer (it gets a free slot),
-    else the slot its earlier chunks are in; ``position`` is its first token's position."""
+    else the slot its earlier chunks are in; ``position`` is its first token's position and
+    ``total`` the whole prompt's length (0: the chunk is the whole prompt)."""
 
     ids: list[int]
     position: int = 0
     slot: int | None = None
+    total: int = 0
 
 
 @dataclass
@@ -169,7 +171,7 @@ def forward(
     device = model.device
     if not running and not pieces:
         return torch.empty((0, 0), device=device), []
-    placed = cache.begin(running, [(piece.slot, len(piece.ids)) for piece in pieces])
+    placed = cache.begin(running, [(piece.slot, len(piece.ids), piece.total or len(piece.ids)) for piece in pieces])
     where = [(slot, first, len(piece.ids)) for (slot, first), piece in zip(placed, pieces, strict=True)]
     step = MixedStep(cache, running, where, col=cache.end - 1)
     ids = torch.tensor([last + [t for piece in pieces for t in piece.ids]], dtype=torch.long, device=device)

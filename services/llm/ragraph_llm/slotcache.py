@@ -36,6 +36,7 @@ class SlotCache:
         self.mask = torch.zeros((slots, self.columns), dtype=torch.bool, device=device)
         self.end = 0  # the column the next step writes
         self.first: dict[int, int] = {}  # live slot -> its first column
+        self.next: dict[int, int] = {}  # live slot -> where the next piece of its prompt goes
         self.relayouts = 0
 
     # -- between steps (engine thread) --------------------------------------------------------
@@ -49,54 +50,53 @@ class SlotCache:
         """Slots attention reads this step: 0 .. the highest live slot."""
         return max(self.first) + 1 if self.first else 0
 
-    def begin(self, running: list[int], pieces: list[tuple[int | None, int]]) -> list[tuple[int, int]]:
-        """Reserve this step's columns. ``running`` slots decode: they get the step's column.
-        ``pieces`` are prompt chunks ``(slot, tokens)``: a newcomer (slot None) gets a free slot
-        and its chunk ends in the step's column; a later chunk of a prompt already holding a
-        slot goes right after the last written column, and the step's column moves past it (the
-        decoding rows keep a masked gap). Returns ``(slot, first column)`` for each piece."""
-        fresh = sum(slot is None for slot, _ in pieces)
+    def begin(self, running: list[int], pieces: list[tuple[int | None, int, int]]) -> list[tuple[int, int]]:
+        """Reserve this step's column: the ``running`` slots decode into it. ``pieces`` are prompt
+        chunks ``(slot, tokens, prompt length)``. A newcomer (slot None) gets a free slot whose
+        whole prompt is laid out to end in this column, its first chunk at the left end; a later
+        chunk of that prompt fills the next reserved columns (to the left of later steps'
+        columns, so nobody else's rows move). Returns ``(slot, first column)`` for each piece."""
+        fresh = sum(slot is None for slot, _, _ in pieces)
         free = sorted(set(range(self.slots)) - set(self.first))
         if fresh > len(free):
             raise ValueError(f"{fresh} newcomers but only {len(free)} free slots")
-        ahead = max((n - 1 for slot, n in pieces if slot is not None), default=0)
-        self._reserve(max((n for slot, n in pieces if slot is None), default=1), ahead)
-        col = self.end + ahead
+        self._reserve(max((total for slot, _, total in pieces if slot is None), default=1))
+        col = self.end
         if running:
             self.mask[running, col] = True
         placed = []
-        for slot, n in pieces:
+        for slot, n, total in pieces:
             if slot is None:
                 slot = free.pop(0)
                 self.mask[slot] = False
-                first = self.first[slot] = col - n + 1
-            else:
-                first = self.end
+                self.first[slot] = self.next[slot] = col - total + 1
+            first = self.next[slot]
             self.mask[slot, first : first + n] = True
+            self.next[slot] = first + n
             placed.append((slot, first))
         self.end = col + 1
         return placed
 
     def release(self, slot: int) -> None:
         self.first.pop(slot, None)
+        self.next.pop(slot, None)
         self.mask[slot] = False
 
-    def _reserve(self, longest: int, ahead: int) -> None:
-        """Make room for this step's column, ``ahead`` columns past the next free one, and for
-        ``longest`` newcomer columns ending in it."""
-        col = self.end + ahead
+    def _reserve(self, longest: int) -> None:
+        """Make room for this step's column and ``longest`` prompt columns ending in it."""
+        col = self.end
         if col + 1 <= self.columns and col - longest + 1 >= 0:
             return
         start = self.start
-        width = self.end - start
-        new_end = max(width, longest - 1 - ahead)
-        used = new_end + ahead + 1
-        columns = used + max(MIN_ROOM, used // 2)  # room to grow, as kvcache gives
-        shift = new_end - self.end
+        width = col - start
+        new_end = max(width, longest - 1)
+        columns = new_end + 1 + max(MIN_ROOM, (new_end + 1) // 2)  # room to grow, as kvcache gives
+        shift = new_end - col
         self.keys = {layer: self._moved(t, start, width, new_end, columns) for layer, t in self.keys.items()}
         self.values = {layer: self._moved(t, start, width, new_end, columns) for layer, t in self.values.items()}
         self.mask = self._moved(self.mask, start, width, new_end, columns)
         self.first = {slot: first + shift for slot, first in self.first.items()}
+        self.next = {slot: column + shift for slot, column in self.next.items()}
         self.columns, self.end = columns, new_end
         self.relayouts += 1
 

@@ -59,7 +59,7 @@ def test_a_long_schedule_of_mixed_steps_matches_each_sequence_alone() -> None:
             n = min(len(prompts[slot]) - len(tokens[slot]), budget)
             if n > 0:
                 done = len(tokens[slot])
-                pieces.append(ragged.Piece(prompts[slot][done : done + n], done, slot))
+                pieces.append(ragged.Piece(prompts[slot][done : done + n], done, slot, len(prompts[slot])))
                 owners.append(prompts[slot])
                 budget -= n
                 pieces_after_the_first += 1
@@ -68,7 +68,7 @@ def test_a_long_schedule_of_mixed_steps_matches_each_sequence_alone() -> None:
                 break
             # a 90-token prompt at step 60: more columns than there are left of the step's column
             prompt = _prompt(rng, 90 if step == 60 else rng.choice([3, 7, 20, 45]))
-            pieces.append(ragged.Piece(prompt[: min(len(prompt), budget)]))
+            pieces.append(ragged.Piece(prompt[: min(len(prompt), budget)], total=len(prompt)))
             owners.append(prompt)
             budget -= len(pieces[-1].ids)
         last = [tokens[s][-1] for s in decoding]

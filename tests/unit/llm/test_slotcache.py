@@ -16,26 +16,26 @@ def _fill(cache: SlotCache, slot: int, first: int, last: int, seed: int) -> torc
 
 def test_newcomers_take_the_lowest_free_slots_right_aligned_to_the_step_column() -> None:
     cache = SlotCache(4, torch.device("cpu"))
-    placed = cache.begin([], [(None, 5), (None, 3)])
+    placed = cache.begin([], [(None, 5, 5), (None, 3, 3)])
     col = cache.end - 1
     assert placed == [(0, col - 4), (1, col - 2)]
     assert cache.mask[0].nonzero().flatten().tolist() == list(range(col - 4, col + 1))
     assert cache.mask[1].nonzero().flatten().tolist() == list(range(col - 2, col + 1))
     assert (cache.start, cache.span) == (col - 4, 2)
     # the running rows get the next column, and the newcomer's prompt ends in it
-    assert cache.begin([0, 1], [(None, 2)]) == [(2, cache.end - 2)]
+    assert cache.begin([0, 1], [(None, 2, 2)]) == [(2, cache.end - 2)]
     col = cache.end - 1
     assert cache.mask[:3, col].tolist() == [True, True, True]
     assert cache.mask[3].sum() == 0
     cache.release(0)
     assert cache.mask[0].sum() == 0 and cache.span == 3 and cache.start == col - 3
-    assert cache.begin([1, 2], [(None, 4)])[0][0] == 0  # the freed slot is reused first
+    assert cache.begin([1, 2], [(None, 4, 4)])[0][0] == 0  # the freed slot is reused first
     assert cache.mask[0].nonzero().flatten().tolist() == list(range(cache.end - 4, cache.end))
 
 
 def test_relayout_keeps_live_columns_when_the_columns_run_out() -> None:
     cache = SlotCache(2, torch.device("cpu"))
-    cache.begin([], [(None, 3)])
+    cache.begin([], [(None, 3, 3)])
     data = _fill(cache, 0, cache.end - 3, cache.end - 1, seed=1)
     relayouts = cache.relayouts
     while cache.end < cache.columns:  # decode steps up to the last column
@@ -53,10 +53,10 @@ def test_relayout_keeps_live_columns_when_the_columns_run_out() -> None:
 
 def test_relayout_makes_room_to_the_left_for_a_long_prompt() -> None:
     cache = SlotCache(2, torch.device("cpu"))
-    cache.begin([], [(None, 2)])
+    cache.begin([], [(None, 2, 2)])
     data = _fill(cache, 0, cache.end - 2, cache.end - 1, seed=2)
     relayouts = cache.relayouts
-    placed = cache.begin([0], [(None, 50)])  # 50 prompt columns must end in the step's column
+    placed = cache.begin([0], [(None, 50, 50)])  # 50 prompt columns must end in the step's column
     assert [slot for slot, _ in placed] == [1] and cache.relayouts == relayouts + 1
     col = cache.end - 1
     assert cache.first[1] == col - 49 >= 0
@@ -65,14 +65,14 @@ def test_relayout_makes_room_to_the_left_for_a_long_prompt() -> None:
     assert cache.mask[0].nonzero().flatten().tolist() == [col - 2, col - 1, col]
 
 
-def test_a_later_piece_of_a_prompt_goes_after_the_last_column_and_moves_the_step_column() -> None:
+def test_a_long_prompt_is_laid_out_whole_and_its_later_pieces_fill_its_columns() -> None:
     cache = SlotCache(3, torch.device("cpu"))
-    cache.begin([], [(None, 4)])  # slot 0 decodes from the next step on
-    (slot, first), = cache.begin([0], [(None, 5)])  # slot 1: the first 5 tokens of a longer prompt
-    assert slot == 1 and first == cache.end - 5
-    end = cache.end
-    placed = cache.begin([0], [(1, 6)])  # its next 6 tokens
+    cache.begin([], [(None, 4, 4)])  # slot 0 decodes from the next step on
+    (slot, first), = cache.begin([0], [(None, 5, 11)])  # slot 1: the first 5 of an 11-token prompt
+    admitted = cache.end - 1
+    assert slot == 1 and first == admitted - 10  # the whole prompt would end in this step's column
+    placed = cache.begin([0], [(1, 6, 11)])  # the next 6 tokens fill the reserved columns
     col = cache.end - 1
-    assert placed == [(1, end)] and col == end + 5  # the step's column moved past the piece
-    assert cache.mask[1].nonzero().flatten().tolist() == list(range(first, first + 5)) + list(range(end, end + 6))
-    assert cache.mask[0, end:col].sum() == 0 and bool(cache.mask[0, col])  # the decoding row: a masked gap
+    assert placed == [(1, first + 5)] and col == admitted + 1  # the step's column moves by one as usual
+    assert cache.mask[1].nonzero().flatten().tolist() == list(range(first, admitted + 1))
+    assert cache.mask[0, admitted - 1 : col + 1].tolist() == [True, True, True]  # slot 0: no gap
