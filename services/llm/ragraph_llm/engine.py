@@ -1,15 +1,12 @@
 """The generation engine: one thread owns the model and runs an iteration-level (continuous)
 batching loop over every live request, infer and stream alike.
 
-With mixed steps (:mod:`.ragged`; models whose forward pass passes its load-time check), each
-step decodes every running sequence and prefills the requests admitted since the last step in
-one forward pass; each sequence keeps one row of a fixed KV cache (:mod:`.slotcache`) from its
-prefill to its last token. Otherwise a step either prefills the newcomers (left-padded among
-themselves) and merges their KV cache into the running batch's, or decodes the running
-sequences. Finished and cancelled sequences leave the batch after the step that finished them,
-so a new request never waits for a whole batch to drain. Models whose cache cannot be merged
-(sliding-window or recurrent layers) fall back to static batches: new requests join when the
-running batch is empty. Measured in docs/benchmarks.md.
+Each step either decodes every running sequence and prefills prompt pieces in one forward pass
+(mixed steps, for models that pass a load-time check) or alternates prefill and decode steps
+(:mod:`.steps`). Finished and cancelled sequences leave the batch after the step that finished
+them, so a new request never waits for a whole batch to drain. Models whose cache cannot be
+merged (sliding-window or recurrent layers) fall back to static batches: new requests join when
+the running batch is empty. Measured in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -22,8 +19,6 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from prometheus_client import CollectorRegistry
@@ -31,53 +26,19 @@ from ragraph_client.errors import RagraphError, ResourceExhausted, Unavailable
 from ragraph_serving.batcher import GATHER_FACTOR
 
 from . import ragged
-from .kvcache import RunningBatch, new_cache
+from .kvcache import RunningBatch
 from .metrics import EngineMetrics
 from .model import LanguageModel
 from .sampling import SamplingParams, choose, make_generator
+from .sequence import Event, Sequence, deliver
 from .slotcache import SlotCache
+from .steps import AlternatingSteps, MixedSteps
 from .textstream import TextStream
 
 log = logging.getLogger("ragraph.llm.engine")
 
 
-@dataclass
-class Event:
-    """What the engine hands back for a sequence: a text delta, and on the last event the totals."""
-
-    text: str
-    finish_reason: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    ttft_ms: float = 0.0
-    error: BaseException | None = None
-
-
-@dataclass
-class Sequence:
-    prompt_ids: list[int]
-    params: SamplingParams
-    stream: TextStream
-    loop: asyncio.AbstractEventLoop  # where the consumer runs: events are put on its queue there
-    put: Callable[[Event], object]
-    generator: torch.Generator | None = None
-    tokens: list[int] = field(default_factory=list)
-    submitted: float = field(default_factory=time.monotonic)
-    first_token_at: float = 0.0
-    last_token_at: float = 0.0
-    finish_reason: str | None = None
-    cancelled: bool = False
-    id: int = 0
-    slot: int = -1  # its row in the SlotCache of mixed steps
-    prefilled: int = 0  # prompt tokens in the cache so far (mixed steps prefill long prompts in pieces)
-
-
-def _deliver(items: list[tuple[Callable[[Event], object], Event]]) -> None:
-    for put, event in items:
-        put(event)
-
-
-class Engine:
+class Engine(MixedSteps, AlternatingSteps):
     """Owns the model; ``generate`` is the asyncio face, the loop runs in its own thread.
 
     The engine thread also loads the model (``load``) and is the only thread that runs torch
@@ -258,7 +219,7 @@ class Engine:
         self._outbox = []
         for loop, items in by_loop.items():
             try:
-                loop.call_soon_threadsafe(_deliver, items)
+                loop.call_soon_threadsafe(deliver, items)
             except RuntimeError:  # that loop is closed: nobody is left to read these events
                 pass
 
@@ -275,21 +236,6 @@ class Engine:
             seen = waiting
             time.sleep(self.max_batch_time)
 
-    def _admit(self) -> list[Sequence]:
-        with self._lock:
-            room = self.max_batch_size - len(self._running)
-            if self._running and self._mergeable is False:
-                room = 0
-            admitted: list[Sequence] = []
-            tokens = 0
-            while self._waiting and len(admitted) < room:
-                size = len(self._waiting[0].prompt_ids)
-                if admitted and tokens + size > self.max_prefill_tokens:
-                    break  # the rest prefill next step: a burst's first tokens arrive in waves
-                admitted.append(self._waiting.popleft())
-                tokens += size
-            return admitted
-
     def _step(self) -> None:
         if self.mixed:
             self._mixed_step(self._pieces())
@@ -301,92 +247,6 @@ class Engine:
                 self._decode()
         self._reap()
         self._flush()
-
-    def _pieces(self) -> list[tuple[Sequence, int]]:
-        """The prompt tokens this mixed step prefills, at most max_prefill_tokens: first the
-        rest of prompts begun in earlier steps, then newcomers while slots last. A prompt longer
-        than what is left goes in pieces over several steps, so a long prompt never stalls the
-        running streams for more than one budget's worth of prefill."""
-        budget = self.max_prefill_tokens
-        pieces: list[tuple[Sequence, int]] = []
-        with self._lock:
-            for seq in self._running:
-                left = len(seq.prompt_ids) - seq.prefilled
-                if left > 0 and budget > 0:
-                    pieces.append((seq, min(left, budget)))
-                    budget -= pieces[-1][1]
-            room = self.max_batch_size - len(self._running)
-            while self._waiting and room > 0 and budget > 0:
-                seq = self._waiting.popleft()
-                pieces.append((seq, min(len(seq.prompt_ids), budget)))
-                budget -= pieces[-1][1]
-                room -= 1
-        return pieces
-
-    def _mixed_step(self, pieces: list[tuple[Sequence, int]]) -> None:
-        decoding = [s for s in self._running if s.prefilled == len(s.prompt_ids)]
-        logits, slots = ragged.forward(
-            self.lm.model, self._slots, [s.slot for s in decoding], [s.tokens[-1] for s in decoding],
-            [len(s.prompt_ids) + len(s.tokens) - 1 for s in decoding],
-            [ragged.Piece(s.prompt_ids[s.prefilled : s.prefilled + n], s.prefilled,
-                          s.slot if s.prefilled else None, len(s.prompt_ids)) for s, n in pieces],
-        )  # fmt: skip
-        self.metrics.batch_size.observe(len(decoding) + len(pieces))
-        new = [seq for seq, _ in pieces if seq.prefilled == 0]
-        for (seq, n), slot in zip(pieces, slots, strict=True):
-            seq.slot, seq.prefilled = slot, seq.prefilled + n
-        if pieces:
-            self.metrics.prompt_tokens.inc(sum(n for _, n in pieces))
-        if new:
-            with self._lock:
-                self._running.extend(new)
-                self._gauges()
-        # a token for every decoding row and for each prompt completed in this step
-        rows = list(range(len(decoding)))
-        rows += [len(decoding) + i for i, (seq, _) in enumerate(pieces) if seq.prefilled == len(seq.prompt_ids)]
-        done = [seq for seq, _ in pieces if seq.prefilled == len(seq.prompt_ids)]
-        self._emit(decoding + done, logits if len(rows) == logits.shape[0] else logits[rows])
-
-    def _prefill(self, new: list[Sequence]) -> None:
-        device, pad = self.lm.device, self.lm.pad_id
-        width = max(len(s.prompt_ids) for s in new)
-        ids = torch.tensor([[pad] * (width - len(s.prompt_ids)) + s.prompt_ids for s in new], device=device)
-        mask = torch.tensor([[0] * (width - len(s.prompt_ids)) + [1] * len(s.prompt_ids) for s in new], device=device)
-        cache = new_cache(self.lm.model.config)
-        logits = self._forward(ids, mask, cache)
-        batch = RunningBatch(cache, mask)
-        if self._mergeable is None:
-            self._mergeable = batch.mergeable()
-            log.info("KV cache %s merge: %s batching", "can" if self._mergeable else "cannot",
-                     "continuous" if self._mergeable else "static")  # fmt: skip
-        self.metrics.prompt_tokens.inc(sum(len(s.prompt_ids) for s in new))
-        with self._lock:
-            if self._batch is None:
-                self._batch = batch
-            else:
-                self._batch.merge(batch)
-            self._running.extend(new)
-            self._gauges()
-        self._emit(new, logits)
-
-    def _decode(self) -> None:
-        assert self._batch is not None
-        batch = self._batch
-        device = self.lm.device
-        ids = torch.tensor([[s.tokens[-1]] for s in self._running], device=device)
-        ones = torch.ones((len(self._running), 1), dtype=batch.mask.dtype, device=device)
-        batch.mask = torch.cat([batch.mask, ones], dim=1)
-        logits = self._forward(ids, batch.mask, batch.cache)
-        self._emit(self._running, logits)
-
-    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, cache: Any) -> torch.Tensor:
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1] :]
-        out = self.lm.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-            use_cache=True, logits_to_keep=1,
-        )  # fmt: skip
-        self.metrics.batch_size.observe(ids.shape[0])
-        return out.logits[:, -1, :].float()
 
     def _emit(self, seqs: list[Sequence], logits: torch.Tensor) -> None:
         greedy = logits.argmax(dim=-1).tolist()

@@ -12,10 +12,11 @@ from ragraph_client.params import get_json
 from ragraph_client.tensors import InferRequest, InferResponse, Param, Tensor, TensorSpec
 from ragraph_serving.runtime import RagraphRuntime
 
-from .engine import Engine, Event
+from .engine import Engine
 from .metrics import engine_metrics
 from .model import LanguageModel, Prompt, read_messages, read_passages
 from .sampling import SamplingParams, read_sampling
+from .sequence import Event
 from .settings import LLMSettings
 
 
