@@ -143,6 +143,11 @@ class Stack:
         cmd = [self.python, "-m", "ragraph_cli.main", "serve", name, "--host", c.host]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **c.env}
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
+        # The children share the machine's cores. torch's OpenMP workers spin-wait between
+        # parallel regions by default, so each service's idle workers burn the cores the others
+        # need: `make loadtest` made 3.3 requests/s with spinning and 16.3 with passive waits
+        # (docs/benchmarks.md). A service on cores of its own keeps the default (it is faster).
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         port = {"encoder": c.encoder_port, "llm": c.llm_port, "router": c.router_port}[name]
         cmd += ["--grpc-port", str(port), "--http-port", str(port - 1), "--metrics-port", str(port + 1)]
         if name in ("encoder", "llm"):

@@ -28,6 +28,7 @@ THIRD_PARTY_ENV: dict[str, str] = {
     "PINECONE_API_KEY": "ragraph_retrieval.pinecone_store and the pinecone SDK: the API key",
     "TIKTOKEN_CACHE_DIR": "tiktoken (ragraph_retrieval.tokens): where the prompt-budget encoding is cached",
     "TOKENIZERS_PARALLELISM": "tokenizers: no fork warning / deadlock with the thread pools",
+    "OMP_WAIT_POLICY": "OpenMP (torch's CPU threads): PASSIVE where services share cores (docs/operations.md)",
     "PYTHONUNBUFFERED": "CPython: logs reach the container runtime at once",
     "PYTHONDONTWRITEBYTECODE": "CPython: no .pyc writes on a read-only root filesystem",
     "PATH": "the image's venv first",
