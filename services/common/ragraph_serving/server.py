@@ -12,6 +12,7 @@ from mlserver.settings import ModelSettings, Settings
 from ragraph_client import logs
 from ragraph_client.otel import otlp_endpoint, tracing_requested
 
+from .cpu import fit_threads_to_quota
 from .servicer import install
 from .settings import ServingSettings
 
@@ -46,6 +47,7 @@ class HostedServer:
 
 def create_mlserver(settings: ServingSettings, models: list[ModelSettings], server_name: str) -> HostedServer:
     install(settings.service_token)
+    fit_threads_to_quota()
     grpc_port = settings.grpc_port or free_port(settings.host)
     http_port = settings.http_port or free_port(settings.host)
     metrics_port = settings.metrics_port or free_port(settings.host)
