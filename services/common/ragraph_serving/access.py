@@ -32,10 +32,6 @@ def set_token(token: str | None) -> None:
     _token = token or None
 
 
-def token() -> str | None:
-    return _token
-
-
 def allowed(sent: object) -> bool:
     """Whether a call that sent ``sent`` (None when it sent nothing) may go ahead."""
     expected = _token

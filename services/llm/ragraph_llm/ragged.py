@@ -59,27 +59,31 @@ class MixedStep:
     running: list[int]
     placed: list[tuple[int, int, int]]  # (slot, first column, tokens) of each piece, in packed order
     col: int = 0
-    _tensors: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+    _decode: tuple[torch.Tensor, torch.Tensor, int] | None = field(default=None, repr=False)
+    _pieces: dict[int, tuple[int, torch.Tensor]] = field(default_factory=dict, repr=False)
 
-    def decode_view(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The running slots as an index tensor, and the mask SDPA takes over the live span
-        [span, 1, 1, columns]; built once per step."""
-        if self._tensors is None:
+    def decode_view(self) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """The running slots as an index tensor, the mask SDPA takes over the live span
+        [span, 1, 1, columns], and the span's first column; built once per step, not per layer."""
+        if self._decode is None:
             cache = self.cache
+            start = cache.start
             index = torch.tensor(self.running, device=cache.device)
-            mask = cache.mask[: cache.span, None, None, cache.start : self.col + 1]
-            self._tensors = (index, mask)
-        return self._tensors
+            self._decode = (index, cache.mask[: cache.span, None, None, start : self.col + 1], start)
+        return self._decode
 
     def piece_mask(self, slot: int, first: int, n: int) -> tuple[int, torch.Tensor]:
         """For a later chunk of a prompt: the row's first column, and the mask [1, 1, n, columns]
-        letting each of the chunk's tokens see the earlier chunks and itself causally."""
-        cache = self.cache
-        low = cache.first[slot]
-        columns = torch.arange(low, first + n, device=cache.device)
-        own = torch.arange(first, first + n, device=cache.device)
-        mask = cache.mask[slot, low : first + n][None, :] & (columns[None, :] <= own[:, None])
-        return low, mask[None, None]
+        letting each of the chunk's tokens see the earlier chunks and itself causally; built once
+        per step, not per layer."""
+        if slot not in self._pieces:
+            cache = self.cache
+            low = cache.first[slot]
+            columns = torch.arange(low, first + n, device=cache.device)
+            own = torch.arange(first, first + n, device=cache.device)
+            mask = cache.mask[slot, low : first + n][None, :] & (columns[None, :] <= own[:, None])
+            self._pieces[slot] = (low, mask[None, None])
+        return self._pieces[slot]
 
 
 def _positions(running_positions: list[int], pieces: list[Piece], device: torch.device) -> torch.Tensor:
@@ -133,14 +137,13 @@ def mixed_attention(
     col, rows = step.col, len(step.running)
     parts: list[torch.Tensor] = []
     if rows:
-        index, mask = step.decode_view()
+        index, mask, start = step.decode_view()
         # [1, heads, rows, dim] -> [rows, heads, dim]: the running rows' new column
         keys[index, :, col] = key[0, :, :rows].transpose(0, 1)
         values[index, :, col] = value[0, :, :rows].transpose(0, 1)
         span = mask.shape[0]
         q = query.new_zeros((span, query.shape[1], 1, query.shape[-1]))
         q[index, :, 0] = query[0, :, :rows].transpose(0, 1)
-        start = step.cache.start
         out = _attend(q, keys[:span, :, start : col + 1], values[:span, :, start : col + 1], mask, scaling)
         parts.append(out[index, :, 0].transpose(0, 1).unsqueeze(0))
     begin = rows

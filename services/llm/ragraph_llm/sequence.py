@@ -43,6 +43,11 @@ class Sequence:
     slot: int = -1  # its row in the SlotCache of mixed steps
     prefilled: int = 0  # prompt tokens in the cache so far (mixed steps prefill long prompts in pieces)
 
+    @property
+    def prompt_in(self) -> bool:
+        """Whether its whole prompt is in the cache (mixed steps): it decodes from now on."""
+        return self.prefilled == len(self.prompt_ids)
+
 
 def deliver(items: list[tuple[Callable[[Event], object], Event]]) -> None:
     for put, event in items:

@@ -72,7 +72,7 @@ class MixedSteps(EngineState):
         return pieces
 
     def _mixed_step(self, pieces: list[tuple[Sequence, int]]) -> None:
-        decoding = [s for s in self._running if s.prefilled == len(s.prompt_ids)]
+        decoding = [s for s in self._running if s.prompt_in]
         logits, slots = ragged.forward(
             self.lm.model, self._slots, [s.slot for s in decoding], [s.tokens[-1] for s in decoding],
             [len(s.prompt_ids) + len(s.tokens) - 1 for s in decoding],
@@ -90,10 +90,10 @@ class MixedSteps(EngineState):
                 self._running.extend(new)
                 self._gauges()
         # a token for every decoding row and for each prompt completed in this step
-        rows = list(range(len(decoding)))
-        rows += [len(decoding) + i for i, (seq, _) in enumerate(pieces) if seq.prefilled == len(seq.prompt_ids)]
-        done = [seq for seq, _ in pieces if seq.prefilled == len(seq.prompt_ids)]
-        self._emit(decoding + done, logits if len(rows) == logits.shape[0] else logits[rows])
+        done = [i for i, (seq, _) in enumerate(pieces) if seq.prompt_in]
+        rows = list(range(len(decoding))) + [len(decoding) + i for i in done]
+        seqs = decoding + [pieces[i][0] for i in done]
+        self._emit(seqs, logits if len(rows) == logits.shape[0] else logits[rows])
 
 
 class AlternatingSteps(EngineState):
