@@ -18,6 +18,7 @@ import contextlib
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,34 @@ CREATE INDEX IF NOT EXISTS records_by_doc ON records (namespace, doc_id);
 CREATE TABLE IF NOT EXISTS versions (namespace TEXT PRIMARY KEY, version INTEGER NOT NULL);
 """
 _INDEXES = ("exact", "hnsw")
+_OPEN_TIMEOUT_S = 30.0
 
+
+def _open_database(path: Path, sync: str) -> sqlite3.Connection:
+    """Open (and on first use create) the store file; safe when several processes open it at once.
+
+    Switching to WAL and creating the schema take a write lock. While another connection is
+    setting up the same new file, SQLite can answer "database is locked" at once instead of
+    waiting in the busy handler, so the set-up is retried until the open timeout.
+    """
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=_OPEN_TIMEOUT_S)
+    db.execute(f"PRAGMA busy_timeout={int(_OPEN_TIMEOUT_S * 1000)}")
+    deadline = time.monotonic() + _OPEN_TIMEOUT_S
+    delay = 0.005
+    while True:
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+            break
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                db.close()
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+    db.execute(f"PRAGMA synchronous={sync.upper()}")
+    return db
 
 @dataclass
 class _Matrix:
@@ -100,11 +128,7 @@ class LocalStore(VectorStore):
         self.index = index
         self.ef_search = int(ef_search)
         self.path.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path / "store.sqlite3", check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={sync.upper()}")
-        self._db.execute("PRAGMA busy_timeout=30000")
-        self._db.executescript(_SCHEMA)
+        self._db = _open_database(self.path / "store.sqlite3", sync)
         self._lock = threading.RLock()
         self._matrices: dict[str, _Matrix] = {}
         row = self._db.execute("SELECT value FROM settings WHERE key = 'dimension'").fetchone()

@@ -3,6 +3,7 @@ document operations, limits, and a second connection seeing writes."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -139,6 +140,34 @@ def test_second_connection_sees_writes(tmp_path: Path) -> None:
     writer.delete(["b"])
     assert [m.id for m in reader.query(np.array([0, 1], np.float32))] == ["a"]
 
+
+
+def _open_together(path: str, n: int) -> list[BaseException]:
+    start = threading.Barrier(n)
+    errors: list[BaseException] = []
+
+    def open_one() -> None:
+        start.wait()
+        try:
+            LocalStore(path).upsert([Record(f"r{threading.get_ident()}", np.ones(2, np.float32))])
+        except BaseException as error:  # noqa: BLE001 - collected and asserted by the caller
+            errors.append(error)
+
+    threads = [threading.Thread(target=open_one) for _ in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
+def test_many_connections_create_one_store_at_once(tmp_path: Path) -> None:
+    """Several routers started together on a new store path (CI saw "database is locked")."""
+    for trial in range(40):
+        path = str(tmp_path / f"s{trial}")
+        errors = _open_together(path, 6)
+        assert errors == [], f"trial {trial}: {errors[0]!r}"
+        assert LocalStore(path).stats().total == 6
 
 def test_hnsw_index_option(tmp_path: Path) -> None:
     pytest.importorskip("faiss")
