@@ -1,12 +1,14 @@
 """Encoder throughput: in-process ``encode`` at its best batch size vs the V2 service under 1, 8
 and 32 concurrent single-sentence clients, measured side by side in one run.
 
-    python bench/encoder.py [--seconds 6] [--rounds 3] [--batch-time-ms 2 --batch-time-ms 0 ...]
+    python bench/encoder.py [--seconds 6] [--rounds 3] [--batch-time-ms 2 --batch-time-ms 0 ...] [--threads N]
 
 The best in-process batch size is picked first; then in-process runs at that size (plain
 sentence-transformers, and with the linear weights packed as the service packs them on CPU) and
 service runs alternate for ``--rounds`` rounds. Prints a markdown table (median sentences/s and
-the median of each round's ratio to each in-process figure).
+the median of each round's ratio to each in-process figure). ``--threads N`` gives torch N threads
+on both sides (OMP_NUM_THREADS, set before torch loads); on a small machine, fewer threads than
+cores leaves the service's event loop and the clients a core of their own (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -93,12 +95,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="in-process/service rounds, alternated")
     parser.add_argument("--batch-time-ms", type=float, action="append", help="service max_batch_time_ms to try")
     parser.add_argument("--max-batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, help="torch threads, in process and in the service (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # read by libgomp when torch loads; the service inherits it
     import torch
     from ragraph_encoder.model import Encoder
     from ragraph_encoder.settings import EncoderSettings
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} torch threads")  # fmt: skip
     # in-process baselines: plain sentence-transformers, and with the weights packed as the service packs them
     encoder = Encoder(EncoderSettings(device="cpu", packed_weights=False))
     packed_encoder = Encoder(EncoderSettings(device="cpu"))
