@@ -55,8 +55,8 @@ def _open_database(path: Path, sync: str) -> sqlite3.Connection:
     setting up the same new file, SQLite can answer "database is locked" at once instead of
     waiting in the busy handler, so the set-up is retried until the open timeout.
     """
+    # ``timeout`` is SQLite's busy timeout for the connection's whole life, not only this open.
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=_OPEN_TIMEOUT_S)
-    db.execute(f"PRAGMA busy_timeout={int(_OPEN_TIMEOUT_S * 1000)}")
     deadline = time.monotonic() + _OPEN_TIMEOUT_S
     delay = 0.005
     while True:
@@ -73,6 +73,7 @@ def _open_database(path: Path, sync: str) -> sqlite3.Connection:
             delay = min(delay * 2, 0.2)
     db.execute(f"PRAGMA synchronous={sync.upper()}")
     return db
+
 
 @dataclass
 class _Matrix:
