@@ -15,6 +15,9 @@ Kinds:
 - ``"bench"``: a ~19.5M-parameter Llama with normal (0.02) initialisation, for throughput benchmarks.
 - ``"gpt2"``: a 2-layer GPT-2 (hidden 64) with the same tokenizer and the same output-row scaling, to show that any
   causal LM works.
+- ``"gpt2-small"``: GPT-2 small's shape (12 layers, hidden 768, 12 heads, 50257-row tied embedding: 124M
+  parameters) with normal (0.02) initialisation, for GPU throughput benchmarks; the embedding rows past the
+  tokenizer's vocabulary are scaled down with the special tokens', so greedy output stays decodable.
 
 Building is deterministic for a given ``seed``, takes a few seconds, and is safe against concurrent builders
 (a per-path file lock, a build into a temporary sibling directory, then an atomic rename).
@@ -35,7 +38,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-KINDS = ("tiny", "bench", "gpt2")
+KINDS = ("tiny", "bench", "gpt2", "gpt2-small")
+GPT2_SMALL_VOCAB = 50257
 
 BOS_TOKEN = "<s>"
 EOS_TOKEN = "</s>"
@@ -197,6 +201,9 @@ def _build_model(kind: str, tokenizer: Any) -> Any:
             **ids,
         )
         model = GPT2LMHeadModel(config)
+    elif kind == "gpt2-small":
+        config = GPT2Config(vocab_size=GPT2_SMALL_VOCAB, n_embd=768, n_layer=12, n_head=12, n_positions=1024, **ids)
+        model = GPT2LMHeadModel(config)
     else:
         raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
     if kind != "bench":
@@ -204,7 +211,8 @@ def _build_model(kind: str, tokenizer: Any) -> Any:
         # own (lone UTF-8 continuation bytes, control bytes) far down, so that greedy decoding runs to
         # max_new_tokens and always yields clean text. (GPT-2 ties these rows to its input embeddings; harmless.)
         with torch.no_grad():
-            model.get_output_embeddings().weight[_suppressed_ids(tokenizer)] *= 0.05
+            rows = _suppressed_ids(tokenizer) + list(range(vocab, int(config.vocab_size)))
+            model.get_output_embeddings().weight[rows] *= 0.05
     model.generation_config.update(do_sample=False, **ids)
     tokenizer.model_max_length = int(config.max_position_embeddings)
     return model.eval()
