@@ -46,7 +46,8 @@ class HostedServer:
 
 
 def create_mlserver(settings: ServingSettings, models: list[ModelSettings], server_name: str) -> HostedServer:
-    install(settings.service_token)
+    prefix = str(settings.model_config.get("env_prefix") or "RAGRAPH_")
+    install(settings.service_token, settings.model_repository_api, f"{prefix}MODEL_REPOSITORY_API")
     fit_threads_to_quota()
     grpc_port = settings.grpc_port or free_port(settings.host)
     http_port = settings.http_port or free_port(settings.host)

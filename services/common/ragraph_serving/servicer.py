@@ -1,16 +1,19 @@
 """ragraph's V2 servicer for MLServer: MLServer's own, plus request validation before MLServer's
 converters run (so a bad datatype or a shape/data mismatch is INVALID_ARGUMENT naming the input,
-not INTERNAL) and one error mapping that keeps every gRPC code a runtime chose."""
+not INTERNAL), one error mapping that keeps every gRPC code a runtime chose, the service token
+and the model repository switch (:mod:`.access`), and streams a client may cancel at any point
+without an error being logged."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
 import mlserver.grpc.server as mlserver_grpc_server
-from mlserver.errors import ModelNotFound
+from mlserver.errors import ModelNotFound, ModelNotReady
 from mlserver.grpc import dataplane_pb2 as pb
 from mlserver.grpc.converters import ModelInferResponseConverter
 from mlserver.grpc.model_repository import ModelRepositoryServicer
@@ -28,11 +31,22 @@ log = logging.getLogger("ragraph.serving")
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, model: str = "", version: str = "") -> None:
+    if _gone(context):
+        # The client cancelled (or its deadline passed): whatever the unwinding raised is not an
+        # error of ours, and the call has no one left to answer.
+        log.debug("call ended by the client: %s: %s", type(exc).__name__, exc)
+        return
     if isinstance(exc, ModelNotFound):
         which = f"model '{model}' version '{version}'" if version else f"model '{model}'"
         exc = NotFound(f"{which} not found on this server")
     code, message = grpc_status(exc)
     await context.abort(code, message)
+
+
+def _gone(context: Any) -> bool:
+    """Whether the client has cancelled the call or its deadline has passed."""
+    cancelled = getattr(context, "cancelled", None)
+    return bool(cancelled()) if callable(cancelled) else False
 
 
 def validate_request(request: Any) -> None:
@@ -57,8 +71,15 @@ async def _require_token(context: Any) -> None:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, access.DENIED)
 
 
+async def _require_repository_api(context: Any) -> None:
+    """PERMISSION_DENIED unless the model repository's load/unload calls are turned on."""
+    if not access.repository_api_enabled():
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, access.repository_api_off_message())
+
+
 class _TokenGuardedRepository:
-    """MLServer's model repository extension (index, load, unload) behind the service token."""
+    """MLServer's model repository extension (index, load, unload) behind the service token;
+    load and unload answer PERMISSION_DENIED unless the repository API is turned on."""
 
     async def RepositoryIndex(self, request: Any, context: Any) -> Any:
         await _require_token(context)
@@ -66,10 +87,12 @@ class _TokenGuardedRepository:
 
     async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
         await _require_token(context)
+        await _require_repository_api(context)
         return await super().RepositoryModelLoad(request, context)  # type: ignore[misc]
 
     async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
         await _require_token(context)
+        await _require_repository_api(context)
         return await super().RepositoryModelUnload(request, context)  # type: ignore[misc]
 
 
@@ -101,6 +124,21 @@ class RagraphInferenceServicer(_TokenGuardedRepository, InferenceServicer):
             raise InvalidArgument("model_name is empty")
         target = await self._data_plane._model_registry.get_model(request.model_name, request.model_version or None)
         return hasattr(target, "handle")
+
+    @asynccontextmanager
+    async def _stream_model(self, name: str, version: str | None) -> AsyncIterator[Any]:
+        """MLServer's ``_infer_contextmanager`` (request metrics, ready check) without its
+        ``model_context``: that sets ContextVars across the stream's yields, and a client that
+        cancels has the stream closed from another context, where resetting them raises."""
+        plane = self._data_plane
+        duration = plane._ModelInferRequestDuration.labels(model=name, version=version).time()
+        failures = plane._ModelInferRequestFailure.labels(model=name, version=version).count_exceptions()
+        with duration, failures:
+            model = await plane._model_registry.get_model(name, version)
+            if not model.ready:
+                raise ModelNotReady(name, version)
+            yield model
+            plane._ModelInferRequestSuccess.labels(model=name, version=version).inc()
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
         await _require_token(context)
@@ -146,9 +184,7 @@ class RagraphInferenceServicer(_TokenGuardedRepository, InferenceServicer):
                 # Closing this generator (client gone, deadline) closes the runtime's stream,
                 # which frees its work.
                 typed = read_request(first)
-                async with self._data_plane._infer_contextmanager(
-                    first.model_name, first.model_version or None
-                ) as model:
+                async with self._stream_model(first.model_name, first.model_version or None) as model:
                     async for response in model.handle_stream(typed):
                         response.id = first.id
                         yield fill_response(pb.ModelInferResponse(), response, raw=use_raw)
@@ -161,19 +197,25 @@ class RagraphInferenceServicer(_TokenGuardedRepository, InferenceServicer):
                 yield ModelInferResponseConverter.from_types(result, use_raw=use_raw)
         except Exception as exc:
             await _abort(context, exc, first.model_name if first is not None else "")
-            raise
+            if not _gone(context):
+                raise
 
 
-def install(service_token: str | None = None) -> None:
+def install(
+    service_token: str | None = None, repository_api: bool | None = None, repository_setting: str | None = None
+) -> None:
     """Make MLServer's gRPC server build ragraph's servicers and its REST app check the service
     token. Called by ragraph's launcher and on import of every ragraph runtime, so plain
     ``mlserver start`` behaves the same. ``service_token``: require it on every call but the
-    health ones (None keeps the one set earlier: the runtimes' import-time install() must not
-    clear the launcher's)."""
+    health ones; ``repository_api``: allow model load/unload (``repository_setting`` names the
+    variable that turns it on). None keeps what was set earlier: the runtimes' import-time
+    install() must not undo the launcher's."""
     mlserver_grpc_server.InferenceServicer = RagraphInferenceServicer  # type: ignore[misc]
     mlserver_grpc_server.ModelRepositoryServicer = GuardedRepositoryServicer  # type: ignore[misc]
     if service_token is not None:
         access.set_token(service_token)
+    if repository_api is not None:
+        access.set_repository_api(repository_api, repository_setting)
     access.install_rest()
     from .health import install as install_health  # grpc.health.v1 next to the V2 service
 

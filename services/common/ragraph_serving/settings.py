@@ -33,3 +33,9 @@ class ServingSettings(BaseSettings):
         "router sends its node_token), model repository load/unload included; health calls (live, ready, "
         "model ready, server metadata, grpc.health.v1) stay open.",
     )
+    model_repository_api: bool = Field(
+        False,
+        description="Allow MLServer's model repository calls that load and unload models (gRPC "
+        "RepositoryModelLoad/Unload, REST /v2/repository/models/NAME/load|unload; the service token still "
+        "applies). Off: they answer PERMISSION_DENIED / 403 and the node serves the models it started with.",
+    )
