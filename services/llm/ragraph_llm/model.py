@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from ragraph_client.errors import FailedPrecondition, InvalidArgument
 from ragraph_serving.packed import pack_linears
 
+from .gguf import default_cache_dir, find_gguf, load_gguf
 from .settings import LLMSettings
+from .sources import AUTO, ModelSourceError, resolve_auto
 
 log = logging.getLogger("ragraph.llm")
 
@@ -47,17 +50,34 @@ class Prompt:
 
 
 class LanguageModel:
-    """A Hugging Face causal LM and tokenizer loaded with ``from_pretrained`` (id or path)."""
+    """A Hugging Face causal LM and its tokenizer: ``from_pretrained`` of a hub id or directory, or a
+    GGUF file through the converted-weights cache (:mod:`ragraph_llm.gguf`); ``auto`` resolved
+    first (:mod:`ragraph_llm.sources`). ``name`` is what was loaded."""
 
     def __init__(self, settings: LLMSettings) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         self.device = pick_device(settings.device)
         self.dtype = pick_dtype(settings.dtype, self.device)
-        self.tokenizer = AutoTokenizer.from_pretrained(settings.model, trust_remote_code=settings.trust_remote_code)
-        model: Any = AutoModelForCausalLM.from_pretrained(
-            settings.model, dtype=self.dtype, trust_remote_code=settings.trust_remote_code
-        )
+        self.name = settings.model
+        if settings.model == AUTO:
+            if settings.gguf_file:
+                raise ModelSourceError(
+                    f"gguf_file '{settings.gguf_file}' needs a model directory or hub id; the model is 'auto'"
+                )
+            chosen = resolve_auto()
+            log.info("model 'auto': serving %s (%s)", chosen.name, chosen.reason)
+            self.name = chosen.model
+        gguf_path = find_gguf(self.name, settings.gguf_file)
+        model: Any
+        if gguf_path is not None:
+            self.name = str(gguf_path)
+            cache_dir = Path(settings.cache_dir).expanduser() if settings.cache_dir else default_cache_dir()
+            model, self.tokenizer = load_gguf(gguf_path, cache_dir, self.dtype)
+        else:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            remote = settings.trust_remote_code
+            self.tokenizer = AutoTokenizer.from_pretrained(self.name, trust_remote_code=remote)
+            model = AutoModelForCausalLM.from_pretrained(self.name, dtype=self.dtype, trust_remote_code=remote)
         self.model = model.to(self.device)
         self.model.eval()
         if self.device.type == "cpu" and settings.packed_weights:
@@ -68,7 +88,7 @@ class LanguageModel:
         self.has_chat_template = bool(getattr(self.tokenizer, "chat_template", None))
         log.info(
             "loaded %s on %s (%s), window %d tokens, chat template: %s",
-            settings.model, self.device, self.dtype, self.window, self.has_chat_template,
+            self.name, self.device, self.dtype, self.window, self.has_chat_template,
         )  # fmt: skip
 
     def _window_from_config(self) -> int:

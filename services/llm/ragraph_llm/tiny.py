@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -37,6 +36,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from .filelock import file_lock
 
 KINDS = ("tiny", "bench", "gpt2", "gpt2-small")
 GPT2_SMALL_VOCAB = 50257
@@ -257,16 +258,6 @@ def _write(directory: Path, kind: str, seed: int) -> None:
     config_path.write_text(json.dumps(tokenizer_config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-@contextlib.contextmanager
-def _file_lock(lock_path: Path) -> Iterator[None]:
-    with open(lock_path, "a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
 def build_tiny_llm(path: Path, *, kind: str = "tiny", seed: int = 0) -> Path:
     """Build (if path/config.json is missing) and return path."""
     if kind not in KINDS:
@@ -275,7 +266,7 @@ def build_tiny_llm(path: Path, *, kind: str = "tiny", seed: int = 0) -> Path:
     if (path / "config.json").is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(path.parent / f".{path.name}.lock"):
+    with file_lock(path.parent / f".{path.name}.lock"):
         if (path / "config.json").is_file():  # another builder finished while we waited
             return path
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
