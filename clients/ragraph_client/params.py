@@ -4,10 +4,10 @@ nodes also take numbers written as strings). Each reader names the parameter whe
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
+from . import jsontext
 from .errors import InvalidArgument
 
 _TRUE = {"true", "1", "yes", "on"}
@@ -73,7 +73,4 @@ def get_json(params: Mapping[str, Any], name: str, default: Any) -> Any:
         return default
     if not isinstance(value, str):
         raise InvalidArgument(f"parameter '{name}' must be a JSON string, got {value!r}")
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError as exc:
-        raise InvalidArgument(f"parameter '{name}' is not valid JSON: {exc.msg} at position {exc.pos}") from None
+    return jsontext.loads(value, f"parameter '{name}'")

@@ -216,7 +216,42 @@ def decode_wire_tensor(
         out = np.empty(count, dtype=object)
         out[:] = list(values)
         return out.reshape(dims)
-    return np.array(values, dtype=dtype).reshape(dims)
+    return to_array(datatype, values, f"{what} '{name}'").reshape(dims)
+
+
+_INT_RANGES = {
+    name: (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max))
+    for name, (dtype, _) in DATATYPES.items()
+    if dtype.kind in "iu"
+}
+
+
+def to_array(datatype: str, items: Sequence[Any], where: str) -> np.ndarray:
+    """A flat numeric array of ``datatype`` from Python values (typed wire contents, JSON data),
+    checked first: integer datatypes take integers within their range (an INT8 holding 300, a
+    UINT8 holding -1 or 2.5 is InvalidArgument naming the element, never wrapped or truncated);
+    the others take what numpy converts. BYTES is not handled here."""
+    dtype = DATATYPES[datatype][0]
+    bounds = _INT_RANGES.get(datatype)
+    if bounds is not None and len(items):
+        low, high = bounds
+        wide = np.asarray(items)  # int64/uint64 when every item is an integer that fits one
+        if wide.dtype.kind not in "iu" or int(wide.min()) < low or int(wide.max()) > high:
+            _refuse_ints(items, datatype, where, low, high)
+    try:
+        return np.array(items, dtype=dtype)
+    except (OverflowError, ValueError, TypeError) as exc:
+        raise InvalidArgument(f"{where}: the data does not fit {datatype} ({exc})") from None
+
+
+def _refuse_ints(items: Sequence[Any], datatype: str, where: str, low: int, high: int) -> None:
+    """Raise InvalidArgument naming the first element that is not an integer in range."""
+    for i, item in enumerate(items):
+        if isinstance(item, bool) or not isinstance(item, int | np.integer):
+            raise InvalidArgument(f"{where}: element {i} is {item!r}, not an integer ({datatype})")
+        if not low <= item <= high:
+            raise InvalidArgument(f"{where}: element {i} is {item}, outside {datatype}'s range {low}..{high}")
+    raise InvalidArgument(f"{where}: the data does not fit {datatype}")  # pragma: no cover - found above
 
 
 def has_typed_contents(contents: Any) -> bool:

@@ -13,25 +13,42 @@ from .tensors import DATATYPES, InferRequest, InferResponse, Param, Tensor, deco
 FloatForm = Literal["double", "string"]
 
 
-def param_to_pb(value: Param, target: Any, floats: FloatForm = "double") -> None:
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def param_to_pb(value: Param, target: Any, floats: FloatForm = "double", name: str = "") -> None:
+    """Fill one InferParameter. MLServer's has no ``double_param`` or ``uint64_param``: with
+    ``floats="string"`` (or a target without those fields) a float, and an integer beyond int64,
+    travel as ``string_param`` (``repr``/``str``: read back exactly by ``ragraph_client.params``).
+    Otherwise an integer beyond int64 goes as ``uint64_param`` when it fits one; one that fits no
+    field is InvalidArgument naming the parameter, never dropped or wrapped."""
+    fields = target.DESCRIPTOR.fields_by_name
+    label = f"parameter '{name}'" if name else "parameter"
     if isinstance(value, bool):
         target.bool_param = value
     elif isinstance(value, int):
-        target.int64_param = value
+        if _INT64[0] <= value <= _INT64[1]:
+            target.int64_param = value
+        elif floats == "string" or "uint64_param" not in fields:
+            target.string_param = str(value)
+        elif 0 <= value < 2**64:
+            target.uint64_param = value
+        else:
+            raise InvalidArgument(f"{label}: {value} fits neither int64 nor uint64")
     elif isinstance(value, float):
-        if floats == "string" or "double_param" not in target.DESCRIPTOR.fields_by_name:
+        if floats == "string" or "double_param" not in fields:
             target.string_param = repr(value)  # MLServer's InferParameter has no double_param
         else:
             target.double_param = value
     elif isinstance(value, str):
         target.string_param = value
     else:
-        raise InvalidArgument(f"parameter value {value!r} is not bool, int, float or str")
+        raise InvalidArgument(f"{label}: value {value!r} is not bool, int, float or str")
 
 
 def params_to_pb(params: Mapping[str, Param], target: Any, floats: FloatForm = "double") -> None:
     for key, value in params.items():
-        param_to_pb(value, target[key], floats)
+        param_to_pb(value, target[key], floats, key)
 
 
 def params_from_pb(params: Mapping[str, Any]) -> dict[str, Param]:
