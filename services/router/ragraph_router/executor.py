@@ -81,9 +81,9 @@ class Executor:
 
     def _params(self, node: Node, request: RagRequest) -> dict[str, Any]:
         params = dict(node.parameters)
-        for name in node.forward:
-            if name in request.params:
-                params[name] = request.params[name]
+        for request_name, node_name in node.forward.items():
+            if request_name in request.params:
+                params[node_name] = request.params[request_name]
         return params
 
     async def _model(

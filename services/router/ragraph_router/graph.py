@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from ragraph_client.errors import InvalidArgument
 
 NodeType = Literal["MODEL", "RETRIEVER", "ROUTER", "COMBINER", "CACHE"]
@@ -72,7 +72,11 @@ class Node(BaseModel):
     children: list[str] = Field(default_factory=list)
     inputs: dict[str, str | list[str]] = Field(default_factory=dict)
     parameters: dict[str, Any] = Field(default_factory=dict, description="Sent with every call (MODEL).")
-    forward: list[str] = Field(default_factory=list, description="Request parameters passed on to this node.")
+    forward: dict[str, str] = Field(
+        default_factory=dict,
+        description="Request parameters passed on to this node: {request name: the node's name}; a list of "
+        "names (or of one-entry mappings) passes names unchanged.",
+    )
     timeout_ms: int | None = Field(None, gt=0, description="Cap on this node's share of the request deadline.")
     retries: int = Field(0, ge=0, le=5, description="Extra attempts; only idempotent (non-streaming) nodes.")
     on_error: Literal["fail", "skip", "default"] = "fail"
@@ -93,6 +97,21 @@ class Node(BaseModel):
             data = {**data, "default_route": data["default"]}
             data.pop("default")
         return data
+
+    @field_validator("forward", mode="before")
+    @classmethod
+    def _forward_map(cls, value: Any) -> Any:
+        """``[a, b: c]`` (YAML's list form, one-entry mappings allowed) -> ``{a: a, b: c}``."""
+        if not isinstance(value, list):
+            return value
+        out: dict[str, Any] = {}
+        for item in value:
+            pairs = list(item.items()) if isinstance(item, dict) else [(item, item)]
+            for request_name, node_name in pairs:
+                if request_name in out:
+                    raise ValueError(f"request parameter {request_name!r} is forwarded twice")
+                out[request_name] = node_name
+        return out
 
     def refs(self) -> list[str]:
         out: list[str] = []
@@ -169,6 +188,12 @@ def _check(graph: Graph) -> None:
             raise GraphError(f"{where}: ROUTER nodes need conditions or a default route")
         if node.type == "COMBINER" and node.combine is None:
             raise GraphError(f"{where}: COMBINER nodes need combine: prompt | answer | refusal")
+        targets = list(node.forward.values())
+        twice = sorted({t for t in targets if targets.count(t) > 1})
+        if twice:
+            raise GraphError(f"{where}: forward: more than one request parameter goes to {twice[0]!r}")
+        if node.forward and node.type != "MODEL":
+            raise GraphError(f"{where}: forward is only for MODEL nodes")
         if node.output_guard and not node.stream:
             raise GraphError(f"{where}: output_guard needs a streaming node (stream: true)")
         if node.stream and node.type != "MODEL":
