@@ -3,13 +3,13 @@ the context window."""
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from ragraph_client import jsontext
 from ragraph_client.errors import FailedPrecondition, InvalidArgument
 from ragraph_serving.packed import pack_linears
 
@@ -168,10 +168,7 @@ class LanguageModel:
 
 def read_messages(raw: str) -> list[dict[str, str]]:
     """The ``messages`` input: a JSON list of {role, content}."""
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise InvalidArgument(f"input 'messages' is not valid JSON: {exc.msg} at position {exc.pos}") from None
+    value = jsontext.loads(raw, "input 'messages'")  # depth and surrogates checked, as for every caller JSON
     if not isinstance(value, list) or not value:
         raise InvalidArgument("input 'messages' must be a non-empty JSON list of {role, content} objects")
     out = []
