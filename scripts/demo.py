@@ -1,6 +1,7 @@
 """``make demo``: the whole graph end to end on this machine, offline.
 
-1. choose the LLM (the default hub model when it loads offline, else a tiny random-weight one),
+1. choose the LLM (Qwen2.5-0.5B-Instruct when it is in the local HF cache, else the bundled
+   SmolLM2-135M-Instruct GGUF; ``ragraph_cli.llm_choice``),
 2. ``ragraph up`` as a :class:`ragraph_cli.stack.Stack` (service logs go to .ragraph/demo/stack.log),
 3. ``ragraph ingest docs README.md`` into ``local://.ragraph/demo-store`` through the encoder,
 4. ``ragraph ask --stream`` one question about deploying ragraph,
@@ -50,10 +51,14 @@ def main() -> int:
     color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
 
     step("choosing the LLM")
-    choice = resolve_llm_model(None, say=print)
-    print(tiny_warning(choice, color) if choice.tiny else f"llm: {choice.model} (loads from the local HF cache)")
+    try:
+        choice = resolve_llm_model(None, say=print)
+    except StackError as exc:
+        print(f"make demo: {exc}", file=sys.stderr)
+        return 1
+    print(tiny_warning(choice, color) if choice.tiny else f"llm: {choice.label} ({choice.reason or choice.model})")
 
-    config = StackConfig(llm_model=choice.model, store=STORE)
+    config = StackConfig(llm_model=choice.model, llm_gguf_file=choice.gguf_file, store=STORE)
     if not all(port_free(p) for p in Stack(config, log=None).ports()):
         config.encoder_port, config.llm_port, config.router_port = free_ports()
         print(f"(the default ports are taken: using {config.encoder_port}, {config.llm_port}, {config.router_port})")
@@ -64,7 +69,7 @@ def main() -> int:
             step(f"ragraph up (service logs: {LOG})")
             stack.start()
             stack.wait_ready(on_ready=lambda name, s: print(f"{name} ready after {s:.1f}s", flush=True))
-            print(stack.banner(f"{choice.model} (TINY RANDOM WEIGHTS)" if choice.tiny else choice.model))
+            print(stack.banner(choice.label))
 
             step("ingesting the project's own docs/ and README.md through the encoder")
             ragraph("ingest", "docs", "README.md", "--store", STORE, "--encoder-url", stack.encoder_url,

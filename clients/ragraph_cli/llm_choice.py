@@ -1,55 +1,57 @@
-"""Which LLM ``ragraph up`` serves: the default hub model when it loads offline, a model the
-user names (hub id or local directory), or the tiny random-weight stand-in, with a warning."""
+"""Which LLM ``ragraph up`` (and ``make demo``) serves.
+
+Without ``--llm-model``: what the llm service's model ``auto`` stands for on this machine
+(:mod:`ragraph_llm.sources`): ``Qwen/Qwen2.5-0.5B-Instruct`` when it is in the local Hugging Face
+cache, else the bundled SmolLM2-135M-Instruct GGUF, resolved here so that the banner names it.
+A named model (hub id, save_pretrained directory, ``.gguf`` file, or directory / hub id plus a
+GGUF file name) is checked before anything starts. ``tiny`` (a random-weight model for fast
+tests) is served only when asked for, with a boxed warning.
+"""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ragraph_llm.gguf import find_gguf
+from ragraph_llm.sources import (
+    DEFAULT_HUB_MODEL,
+    ModelSourceError,
+    hub_file_cached,
+    hub_model_cached,
+    hub_offline,
+    resolve_auto,
+)
+
 from .stack import StackError
 
-DEFAULT_LLM_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"  # the LLM service's own default
+DEFAULT_LLM_MODEL = DEFAULT_HUB_MODEL  # what the default serves when it is in the local HF cache
 DEFAULT_MODELS_DIR = Path(".ragraph/models")
-_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 @dataclass
 class ModelChoice:
-    """What ``serve llm --model`` gets; ``tiny`` when it is the random-weight stand-in."""
+    """What ``serve llm`` gets: ``model`` (``--model``) and ``gguf_file`` (RAGRAPH_LLM_GGUF_FILE);
+    ``name`` is for people; ``tiny`` when it is the random-weight stand-in."""
 
     model: str
     tiny: bool = False
     reason: str = ""
+    name: str = ""
+    gguf_file: str | None = None
 
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def hub_model_cached(repo_id: str) -> bool:
-    """True when config, tokenizer and weights of a hub model are in the local HF cache (no network)."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return False
-
-    def cached(name: str) -> bool:
-        try:
-            return isinstance(try_to_load_from_cache(repo_id, name), str)
-        except Exception:  # noqa: BLE001 - an invalid repo id is simply not cached
-            return False
-
-    return (
-        cached("config.json")
-        and (cached("tokenizer.json") or cached("tokenizer_config.json"))
-        and any(cached(w) for w in _WEIGHTS)
-    )
+    @property
+    def label(self) -> str:
+        """The model as the banner names it."""
+        if self.tiny:
+            return f"{self.model} (TINY RANDOM WEIGHTS)"
+        name = self.name or self.model
+        return f"{name} ({self.gguf_file})" if self.gguf_file else name
 
 
 def _looks_like_path(model: str) -> bool:
-    return model.startswith((".", "/", "~")) or Path(model).expanduser().exists()
+    return model.startswith((".", "/", "~")) or model.endswith(".gguf") or Path(model).expanduser().exists()
 
 
 def build_tiny(models_dir: Path = DEFAULT_MODELS_DIR, say: Callable[[str], None] | None = None) -> Path:
@@ -64,32 +66,54 @@ def build_tiny(models_dir: Path = DEFAULT_MODELS_DIR, say: Callable[[str], None]
     return path.resolve()
 
 
+def _local(requested: str, gguf_file: str | None) -> ModelChoice:
+    path = Path(requested).expanduser()
+    if not path.exists():
+        raise StackError(f"--llm-model {requested}: no such file or directory")
+    try:
+        found = find_gguf(str(path), gguf_file)
+    except ModelSourceError as exc:
+        raise StackError(f"--llm-model {requested}: {exc}") from None
+    if found is not None:  # the file itself goes to the service: no gguf_file needed there
+        return ModelChoice(str(found), name=f"{found.name} (GGUF, {found.parent})")
+    if not (path / "config.json").is_file():
+        raise StackError(f"--llm-model {requested}: neither a save_pretrained directory (config.json) nor a .gguf file")
+    return ModelChoice(str(path.resolve()))
+
+
 def resolve_llm_model(
-    requested: str | None, models_dir: Path = DEFAULT_MODELS_DIR, say: Callable[[str], None] | None = None
+    requested: str | None,
+    models_dir: Path = DEFAULT_MODELS_DIR,
+    say: Callable[[str], None] | None = None,
+    gguf_file: str | None = None,
 ) -> ModelChoice:
-    """The model to serve. ``None`` means the default hub model when it loads offline, else the tiny
-    stand-in; ``tiny`` forces the stand-in; a path must exist; another hub id must be cached unless
-    the hub is reachable (HF_HUB_OFFLINE unset)."""
-    if requested == "tiny":
-        return ModelChoice(str(build_tiny(models_dir, say)), tiny=True, reason="--llm-model tiny was given")
-    if requested is not None and _looks_like_path(requested):
-        path = Path(requested).expanduser()
-        if not (path / "config.json").is_file():
-            raise StackError(f"--llm-model {requested}: no save_pretrained model there (config.json missing)")
-        return ModelChoice(str(path.resolve()))
-    model = requested or DEFAULT_LLM_MODEL
-    if hub_model_cached(model):
-        return ModelChoice(model)
-    if requested is not None:
-        if _offline():
-            raise StackError(
-                f"--llm-model {model} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set: "
-                f"download it where there is network (huggingface-cli download {model}), pass a local "
-                "save_pretrained directory, or --llm-model tiny"
-            )
-        return ModelChoice(model, reason="not cached: the llm service downloads it from the hub")
-    reason = f"{model} is not in the local Hugging Face cache"
-    return ModelChoice(str(build_tiny(models_dir, say)), tiny=True, reason=reason)
+    """The model to serve: ``None`` means the default (see the module docstring); ``tiny`` the
+    random-weight stand-in; a path must hold a model; a hub id (with ``gguf_file``, that file of
+    the repository) must be cached unless the hub may be used (HF_HUB_OFFLINE unset)."""
+    if requested == "tiny" or requested is None:
+        if gguf_file:
+            raise StackError(f"--llm-gguf-file {gguf_file} needs --llm-model DIR or HUB_ID to say whose file it is")
+        if requested == "tiny":
+            return ModelChoice(str(build_tiny(models_dir, say)), tiny=True, reason="--llm-model tiny was given")
+        try:
+            chosen = resolve_auto()
+        except ModelSourceError as exc:
+            raise StackError(str(exc).replace("model 'auto': ", "no --llm-model given and ")) from None
+        return ModelChoice(chosen.model, reason=chosen.reason, name=chosen.name)
+    if _looks_like_path(requested):
+        return _local(requested, gguf_file)
+    cached = hub_file_cached(requested, gguf_file) is not None if gguf_file else hub_model_cached(requested)
+    if cached:
+        return ModelChoice(requested, gguf_file=gguf_file)
+    what = f"{requested} (GGUF file {gguf_file})" if gguf_file else requested
+    if hub_offline():
+        raise StackError(
+            f"--llm-model {what} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set: "
+            f"download it where there is network (huggingface-cli download {requested}"
+            f"{' ' + gguf_file if gguf_file else ''}), pass a local directory or .gguf file, or leave out "
+            "--llm-model for the default"
+        )
+    return ModelChoice(requested, gguf_file=gguf_file, reason="not cached: the llm service downloads it from the hub")
 
 
 def tiny_warning(choice: ModelChoice, color: bool = False) -> str:
@@ -98,14 +122,13 @@ def tiny_warning(choice: ModelChoice, color: bool = False) -> str:
         "WARNING: THE LLM IS A TINY RANDOM-WEIGHT MODEL - ANSWERS ARE RANDOM TOKENS",
         "",
         f"Why: {choice.reason}.",
-        f"Serving instead: {choice.model}",
+        f"Serving: {choice.model}",
         "Still real: the encoder (embeddings), retrieval from the store, the",
         "query guard and the answer classifier; only the generated text is noise.",
-        f"Real answers: fill the HF cache (huggingface-cli download {DEFAULT_LLM_MODEL}",
-        "where there is network), or pass --llm-model ID|PATH.",
+        "Real answers: leave out --llm-model (the default serves a real model),",
+        "or pass --llm-model ID|DIR|FILE.gguf.",
     ]
     width = max(len(line) for line in lines)
     box = ["#" * (width + 6), *(f"## {line:<{width}} ##" for line in lines), "#" * (width + 6)]
     text = "\n".join(box)
     return f"\033[1;31m{text}\033[0m" if color else text
-

@@ -2,7 +2,8 @@
 
 The core is :class:`Stack`, reusable from Python (``make demo`` and the tests use it)::
 
-    config = StackConfig(llm_model=resolve_llm_model(None).model, store="local://.ragraph/demo-store")
+    choice = resolve_llm_model(None)
+    config = StackConfig(llm_model=choice.model, llm_gguf_file=choice.gguf_file, store="local://.ragraph/demo-store")
     with Stack(config, log=None) as stack:      # start() + wait_ready(); stop() on exit
         print(stack.router_url)
 
@@ -65,7 +66,6 @@ class StackError(RuntimeError):
             print(f"  {self.name} | {line}", file=out)
 
 
-
 @dataclass
 class StackConfig:
     host: str = "127.0.0.1"
@@ -73,6 +73,7 @@ class StackConfig:
     llm_port: int = 8201
     router_port: int = 8301
     llm_model: str | None = None  # passed as is to ``serve llm --model`` (None: the service's default)
+    llm_gguf_file: str | None = None  # RAGRAPH_LLM_GGUF_FILE of the llm: a GGUF file inside llm_model
     encoder_model: str | None = None
     store: str = DEFAULT_STORE
     graph: str | None = None
@@ -154,6 +155,10 @@ class Stack:
             model = c.encoder_model if name == "encoder" else c.llm_model
             if model:
                 cmd += ["--model", model]
+            if name == "llm":  # set or cleared: an inherited one must not apply to another model
+                env.pop("RAGRAPH_LLM_GGUF_FILE", None)
+                if c.llm_gguf_file:
+                    env["RAGRAPH_LLM_GGUF_FILE"] = c.llm_gguf_file
             if c.device:
                 cmd += ["--device", c.device]
         else:
@@ -360,4 +365,3 @@ class Stack:
             "Ctrl-C stops all three.",
         ]
         return "\n".join(lines)
-

@@ -23,7 +23,7 @@ def up(args: argparse.Namespace) -> int:
         print(text, flush=True)
 
     try:
-        choice = resolve_llm_model(args.llm_model, Path(args.models_dir), say)
+        choice = resolve_llm_model(args.llm_model, Path(args.models_dir), say, args.llm_gguf_file)
     except StackError as exc:
         print(f"ragraph up: {exc}", file=sys.stderr)
         return 2
@@ -32,13 +32,14 @@ def up(args: argparse.Namespace) -> int:
     if choice.tiny:
         say(tiny_warning(choice, color))
     elif choice.reason:
-        say(f"ragraph up: llm model {choice.model}: {choice.reason}")
+        say(f"ragraph up: llm model {choice.label}: {choice.reason}")
     config = StackConfig(
         host=args.host,
         encoder_port=args.encoder_port,
         llm_port=args.llm_port,
         router_port=args.router_port,
         llm_model=choice.model,
+        llm_gguf_file=choice.gguf_file,
         encoder_model=args.encoder_model,
         store=args.store,
         graph=args.graph,
@@ -53,13 +54,12 @@ def up(args: argparse.Namespace) -> int:
     code = 0
     try:
         stack.start()
-        stack.say(f"ragraph up: starting encoder, llm and router (llm model: {choice.model}) ...")
+        stack.say(f"ragraph up: starting encoder, llm and router (llm model: {choice.label}) ...")
         ready = stack.wait_ready(
             args.ready_timeout, stop, on_ready=lambda name, s: stack.say(f"ragraph up: {name} ready after {s:.1f}s")
         )
         if ready:
-            label = f"{choice.model} (TINY RANDOM WEIGHTS)" if choice.tiny else choice.model
-            stack.say(stack.banner(label))
+            stack.say(stack.banner(choice.label))
             dead = stack.wait(stop)
             if dead is not None:
                 others = " and ".join(c.name for c in stack.children.values() if c is not dead)
@@ -90,8 +90,13 @@ def add_command(commands: Any) -> None:
     p.add_argument("--router-port", type=int, default=8301, help="router gRPC port")
     p.add_argument(
         "--llm-model",
-        help=f"hub id, local directory, or 'tiny' (default {DEFAULT_LLM_MODEL} when it loads offline, "
-        "else a tiny random-weight model)",
+        help=f"hub id, save_pretrained directory, .gguf file, or 'tiny' (random weights, for tests); default "
+        f"{DEFAULT_LLM_MODEL} when it is in the local HF cache, else the bundled SmolLM2-135M-Instruct GGUF",
+    )
+    p.add_argument(
+        "--llm-gguf-file",
+        default=os.environ.get("RAGRAPH_LLM_GGUF_FILE") or None,
+        help="a GGUF file inside the --llm-model directory or hub repository (default $RAGRAPH_LLM_GGUF_FILE)",
     )
     p.add_argument("--encoder-model", help="sentence-transformers id or path (default: the encoder's default)")
     p.add_argument(
@@ -102,7 +107,7 @@ def add_command(commands: Any) -> None:
     p.add_argument("--graph", help="graph YAML for the router (default: the shipped rag graph)")
     p.add_argument("--host", default="127.0.0.1", help="address all three bind to (default 127.0.0.1)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="encoder and llm device")
-    p.add_argument("--models-dir", default=str(DEFAULT_MODELS_DIR), help="where the tiny fallback LLM is built")
+    p.add_argument("--models-dir", default=str(DEFAULT_MODELS_DIR), help="where --llm-model tiny is built")
     p.add_argument("--ready-timeout", type=float, default=600.0, help="seconds to wait for all three to be ready")
     p.add_argument("--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL on shutdown")
     p.set_defaults(func=up)

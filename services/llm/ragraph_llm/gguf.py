@@ -70,13 +70,13 @@ def find_gguf(model: str, gguf_file: str | None = None) -> Path | None:
             raise ModelSourceError(f"model '{model}' is a GGUF file already; do not also set gguf_file '{gguf_file}'")
         if not path.is_file():
             raise ModelSourceError(f"model '{model}': no such GGUF file")
-        return path.resolve()
+        return path.absolute()
     if path.is_dir():
         if gguf_file:
             chosen = path / gguf_file
             if not chosen.is_file():
                 raise ModelSourceError(f"gguf_file '{gguf_file}': no such file in model directory '{model}'")
-            return chosen.resolve()
+            return chosen.absolute()
         if (path / "config.json").is_file():
             return None
         found = _gguf_in_dir(path)
@@ -84,7 +84,7 @@ def find_gguf(model: str, gguf_file: str | None = None) -> Path | None:
             raise ModelSourceError(
                 f"model '{model}' is a directory with neither a save_pretrained model (config.json) nor a .gguf file"
             )
-        return found.resolve()
+        return found.absolute()
     if not gguf_file:
         return None
     return _hub_gguf(model, gguf_file)
@@ -94,7 +94,7 @@ def _hub_gguf(repo_id: str, filename: str) -> Path:
     from huggingface_hub import hf_hub_download
 
     try:
-        return Path(hf_hub_download(repo_id, filename)).resolve()
+        return Path(hf_hub_download(repo_id, filename))  # a snapshot link: keeps the .gguf name
     except Exception as exc:  # noqa: BLE001 - every hub failure becomes one clear message
         raise ModelSourceError(
             f"GGUF file '{filename}' of hub model '{repo_id}' could not be loaded: {type(exc).__name__}: {exc}"

@@ -50,7 +50,7 @@ def test_a_gguf_file_loads_with_its_weights_tokenizer_and_chat_template(
     tiny_gguf: Path, tmp_path: Path, reference: LanguageModel
 ) -> None:
     lm = LanguageModel(LLMSettings(model=str(tiny_gguf), device="cpu", cache_dir=str(tmp_path), packed_weights=False))
-    assert lm.name == str(tiny_gguf.resolve())
+    assert lm.name == str(tiny_gguf.absolute())
     got, want = lm.model.state_dict(), reference.model.state_dict()
     assert set(got) == set(want)
     assert [k for k in want if not torch.equal(got[k], want[k])] == []  # q/k un-permuted, nothing lost
@@ -92,7 +92,7 @@ def test_second_load_reads_the_cache_and_a_changed_file_misses(
     monkeypatch.setattr(gguf, "convert", no_conversion)
     assert converted_dir(model, cache) == (entry, False)
     lm = LanguageModel(LLMSettings(model=str(model), device="cpu", cache_dir=str(cache)))  # the user path
-    assert lm.name == str(model.resolve())
+    assert lm.name == str(model.absolute())
     copy = tmp_path / "elsewhere.gguf"  # same bytes at another path: the same entry
     shutil.copy(model, copy)
     assert converted_dir(copy, cache) == (entry, False)
@@ -118,9 +118,9 @@ def test_a_directory_with_gguf_file_and_clear_errors(tiny_gguf: Path, tmp_path: 
     folder = tmp_path / "folder"
     folder.mkdir()
     shutil.copy(tiny_gguf, folder / "a.gguf")
-    assert find_gguf(str(folder)) == (folder / "a.gguf").resolve()  # one GGUF, no config.json: that one
+    assert find_gguf(str(folder)) == (folder / "a.gguf").absolute()  # one GGUF, no config.json: that one
     shutil.copy(tiny_gguf, folder / "b.gguf")
-    assert find_gguf(str(folder), "b.gguf") == (folder / "b.gguf").resolve()
+    assert find_gguf(str(folder), "b.gguf") == (folder / "b.gguf").absolute()
     with pytest.raises(ModelSourceError, match=r"several GGUF files \(a.gguf, b.gguf\).*RAGRAPH_LLM_GGUF_FILE"):
         find_gguf(str(folder))
     with pytest.raises(ModelSourceError, match="gguf_file 'c.gguf': no such file in model directory"):
@@ -136,7 +136,7 @@ def test_a_directory_with_gguf_file_and_clear_errors(tiny_gguf: Path, tmp_path: 
     with pytest.raises(ModelSourceError, match="needs a model directory or hub id; the model is 'auto'"):
         LanguageModel(LLMSettings(model="auto", gguf_file="a.gguf", device="cpu"))
     lm = LanguageModel(LLMSettings(model=str(folder), gguf_file="b.gguf", device="cpu", cache_dir=str(tmp_path)))
-    assert lm.name == str((folder / "b.gguf").resolve())
+    assert lm.name == str((folder / "b.gguf").absolute())
 
 
 def test_two_processes_converting_at_once_leave_one_entry(tiny_gguf: Path, tmp_path: Path) -> None:
