@@ -48,7 +48,7 @@ def _serve_llm(args: argparse.Namespace) -> int:
     from ragraph_llm.settings import LLMSettings
     from ragraph_serving.server import run
 
-    fields = (*_COMMON, "dtype", "max_batch_size", "max_queued", "context_window")
+    fields = (*_COMMON, "gguf_file", "dtype", "max_batch_size", "max_queued", "context_window")
     settings = LLMSettings(**_overrides(args, fields))  # type: ignore[arg-type]
     server, port = create_server(settings)
     run(server, settings.log_level, settings.log_format)
@@ -107,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     encoder.set_defaults(func=_serve_encoder)
 
     llm = services.add_parser("llm", help="a Hugging Face causal LM on MLServer (streaming, batching)")
-    _add_common(llm, "Hugging Face model id or local save_pretrained directory")
+    _add_common(llm, "auto (default), hub id, save_pretrained directory, or .gguf file")
+    llm.add_argument("--gguf-file", help="a GGUF file inside the --model directory or hub repository")
     llm.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"])
     llm.add_argument("--max-batch-size", type=int, help="most sequences generated together")
     llm.add_argument("--max-queued", type=int, help="most waiting requests before RESOURCE_EXHAUSTED")
