@@ -66,7 +66,9 @@ class LLMRuntime(RagraphRuntime):
         return True
 
     async def unload(self) -> bool:
-        await asyncio.to_thread(self.engine.close)
+        engine = getattr(self, "engine", None)  # None when load failed (the model is unloaded after it)
+        if engine is not None:
+            await asyncio.to_thread(engine.close)
         return True
 
     def _job(self, request: InferRequest) -> Job:
