@@ -33,7 +33,9 @@ for service in $SERVICES; do
     venv="$WORK/$service-venv"
     echo "==> $service: install.sh into a fresh venv ($venv)"
     start=$(date +%s)
-    sh "$ROOT/deploy/docker/install.sh" "$venv" "$WORK/src"
+    # the packages the Dockerfile's RUN passes as NO_DEPS_PACKAGES (its ARG BUNDLED_LLM default)
+    no_deps=$(sed -n 's/^ARG BUNDLED_LLM=//p' "$dockerfile")
+    NO_DEPS_PACKAGES="$no_deps" sh "$ROOT/deploy/docker/install.sh" "$venv" "$WORK/src"
     echo "    installed in $(( $(date +%s) - start ))s; $(du -sh "$venv" | cut -f1) on disk;" \
         "torch $("$venv/bin/python" -c 'import torch; print(torch.__version__)')"
     case $service in
@@ -47,6 +49,10 @@ for service in $SERVICES; do
     (cd "$WORK" && "$venv/bin/ragraph" serve "$service" --help >/dev/null)
     (cd "$WORK" && "$venv/bin/ragraph" health --help >/dev/null)
     echo "    $entry imports; 'ragraph serve $service' and 'ragraph health' parse"
+    if [ -n "$no_deps" ]; then
+        (cd "$WORK" && HF_HUB_OFFLINE=1 HF_HOME="$WORK/hf-home" "$venv/bin/python" -c \
+            "from ragraph_llm.sources import bundled_gguf, resolve_auto; assert bundled_gguf(); print('    model auto:', resolve_auto().name)")
+    fi
     if [ "$service" = encoder ]; then
         grpc=$(free_port "$venv/bin/python"); http=$(free_port "$venv/bin/python"); metrics=$(free_port "$venv/bin/python")
         (cd "$WORK" && HF_HUB_OFFLINE=1 HF_HOME="$WORK/hf-home" exec "$venv/bin/ragraph" serve encoder \

