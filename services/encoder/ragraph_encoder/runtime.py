@@ -84,7 +84,7 @@ class ClassifierRuntime(RagraphRuntime):
         for name, path in self.config.labelsets.items():
             pairs = read_exemplars(path)
             vectors = normalize(np.stack(await run_compute(self.encoder.encode_sync, [text for text, _ in pairs])))
-            self.labelsets[name] = LabelSet.build(name, pairs, vectors, self.config.classifier_top_k)
+            self.labelsets[name] = LabelSet.build(name, pairs, vectors)
         self.declare(
             [TensorSpec("text", "BYTES", [-1])],
             [TensorSpec("label", "BYTES", [-1]), TensorSpec("score", "FP32", [-1])],
@@ -95,7 +95,7 @@ class ClassifierRuntime(RagraphRuntime):
         texts = read_texts(request, self.config)
         labelset = pick(self.labelsets, get_str(request.parameters, "labelset", self.config.default_labelset) or "")
         vectors = normalize(await self.encoder.embed(texts))
-        labels, scores = labelset.classify(vectors)
+        labels, scores = labelset.classify(vectors, texts)
         return InferResponse(
             self.name,
             [Tensor.from_strings("label", labels), Tensor.from_numpy("score", scores)],

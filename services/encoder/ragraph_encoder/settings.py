@@ -46,6 +46,3 @@ class EncoderSettings(ServingSettings):
         description="Classifier label sets: name -> JSONL file of {text, label} exemplars.",
     )
     default_labelset: str = Field("query_guard", description="Label set used when a request names none.")
-    classifier_top_k: int = Field(
-        3, description="A label's score is the mean cosine similarity of its k closest exemplars."
-    )
