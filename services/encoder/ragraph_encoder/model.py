@@ -1,18 +1,22 @@
 """Loading a sentence-transformers model and embedding batches of text with it.
 
 One :class:`Encoder` per (model, device) lives in the process: the ``encoder`` and ``classifier``
-runtimes share its weights and its batcher.
+runtimes share its weights and its batcher, which cuts every request into batches of at most
+``max_batch_size`` texts and ``max_batch_tokens`` padded tokens (``max_bulk_batch_tokens`` for bulk
+texts), interactive texts first (see :mod:`ragraph_serving.batcher`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
-from ragraph_serving.batcher import MicroBatcher
+from ragraph_serving.batcher import MicroBatcher, Priority
 from ragraph_serving.packed import pack_linears
 
 from .settings import DEFAULT_MODEL, EncoderSettings
@@ -64,13 +68,19 @@ class Encoder:
         dim_of = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(dim_of() or 0)
         self.tokenizer = self.model.tokenizer
-        # token_counts runs on the event loop while encode_sync tokenizes in the batcher thread;
+        # token_counts runs in a worker thread while encode_sync tokenizes in the compute thread;
         # a fast tokenizer is not safe to share across threads (its padding/truncation state is
-        # per instance), so counting uses its own copy.
+        # per instance), so counting uses its own copy, one call at a time.
         self._counting = copy.deepcopy(self.tokenizer)
+        self._counting_lock = threading.Lock()
         self._special = len(self.tokenizer("", add_special_tokens=True)["input_ids"])
         self.batcher: MicroBatcher[str, np.ndarray] = MicroBatcher(
-            self.encode_sync, settings.max_batch_size, settings.max_batch_time_ms / 1000.0
+            self.encode_sync,
+            settings.max_batch_size,
+            settings.max_batch_time_ms / 1000.0,
+            max_batch_cost=settings.max_batch_tokens,
+            max_queued=settings.max_queued_texts,
+            bulk_batch_cost=min(settings.max_bulk_batch_tokens, settings.max_batch_tokens),
         )
 
     def token_counts(self, texts: list[str]) -> list[int]:
@@ -79,13 +89,18 @@ class Encoder:
         counts = [len(t.encode("utf-8")) + self._special for t in texts]
         long_idx = [i for i, n in enumerate(counts) if n > self.max_seq_length]
         if long_idx:
-            ids = self._counting([texts[i] for i in long_idx], add_special_tokens=True, truncation=False)["input_ids"]
+            with self._counting_lock:
+                batch = [texts[i] for i in long_idx]
+                ids = self._counting(batch, add_special_tokens=True, truncation=False)["input_ids"]
             for i, seq in zip(long_idx, ids, strict=True):
                 counts[i] = len(seq)
         return counts
 
-    def over_limit(self, texts: list[str]) -> list[bool]:
-        return [n > self.max_seq_length for n in self.token_counts(texts)]
+    async def count_tokens(self, texts: list[str]) -> list[int]:
+        """:meth:`token_counts` off the event loop (a thousand long texts take a second to tokenise)."""
+        if all(len(t.encode("utf-8")) + self._special <= self.max_seq_length for t in texts):
+            return self.token_counts(texts)  # no tokenising: nothing to wait for
+        return await asyncio.to_thread(self.token_counts, texts)
 
     def encode_sync(self, texts: list[str]) -> list[np.ndarray]:
         vectors = self.model.encode(
@@ -93,8 +108,14 @@ class Encoder:
         )
         return list(np.asarray(vectors, dtype=np.float32))
 
-    async def embed(self, texts: list[str]) -> np.ndarray:
-        rows = await self.batcher.submit(texts)
+    async def embed(
+        self, texts: list[str], priority: Priority = Priority.INTERACTIVE, tokens: list[int] | None = None
+    ) -> np.ndarray:
+        """Embeddings of ``texts`` (not normalised). ``tokens``: each text's token count, from
+        :meth:`count_tokens` (counted here when not given); it sizes the batches."""
+        counts = tokens if tokens is not None else await self.count_tokens(texts)
+        costs = [min(n, self.max_seq_length) for n in counts]
+        rows = await self.batcher.submit(texts, priority, costs)
         return np.stack(rows).astype(np.float32, copy=False)
 
 

@@ -6,6 +6,7 @@ import numpy as np
 from ragraph_client.errors import InvalidArgument
 from ragraph_client.params import get_bool, get_str
 from ragraph_client.tensors import InferRequest, InferResponse, Tensor, TensorSpec
+from ragraph_serving.batcher import Priority
 from ragraph_serving.compute import run_compute
 from ragraph_serving.runtime import RagraphRuntime
 
@@ -37,12 +38,25 @@ def read_texts(request: InferRequest, settings: EncoderSettings) -> list[str]:
     return texts
 
 
+PRIORITIES = {"interactive": Priority.INTERACTIVE, "bulk": Priority.BULK}
+
+
+def read_priority(request: InferRequest) -> Priority:
+    """The ``priority`` parameter: ``interactive`` (the default: a question waiting for its
+    answer) or ``bulk`` (ingest). Interactive texts go into batches before any bulk text."""
+    value = get_str(request.parameters, "priority", "interactive") or ""
+    if value not in PRIORITIES:
+        raise InvalidArgument(f"parameter 'priority' must be 'interactive' or 'bulk', got {value!r}")
+    return PRIORITIES[value]
+
+
 class EncoderRuntime(RagraphRuntime):
     """V2 model ``encoder``: ``text`` BYTES [N] -> ``embedding`` FP32 [N, D].
 
     Request parameters: ``normalize`` (default true), ``truncate`` (default true; false turns an
-    over-long text into INVALID_ARGUMENT). Response parameter ``truncated``: how many texts were
-    cut to the model's max_seq_length."""
+    over-long text into INVALID_ARGUMENT), ``priority`` (``interactive``, the default, or
+    ``bulk``). Response parameter ``truncated``: how many texts were cut to the model's
+    max_seq_length."""
 
     async def load(self) -> bool:
         self.config = _settings(self)
@@ -57,14 +71,16 @@ class EncoderRuntime(RagraphRuntime):
         texts = read_texts(request, self.config)
         do_normalize = get_bool(request.parameters, "normalize", True)
         truncate = get_bool(request.parameters, "truncate", True)
-        over = self.encoder.over_limit(texts)
+        priority = read_priority(request)
+        tokens = await self.encoder.count_tokens(texts)
+        over = [n > self.encoder.max_seq_length for n in tokens]
         if not truncate and any(over):
             first = over.index(True)
             raise InvalidArgument(
                 f"input 'text': element {first} is longer than the model's max_seq_length of "
                 f"{self.encoder.max_seq_length} tokens and truncate=false"
             )
-        vectors = await self.encoder.embed(texts)
+        vectors = await self.encoder.embed(texts, priority, tokens)
         if do_normalize:
             vectors = normalize(vectors)
         out = Tensor.from_numpy("embedding", vectors.astype(np.float32))
@@ -74,8 +90,9 @@ class EncoderRuntime(RagraphRuntime):
 class ClassifierRuntime(RagraphRuntime):
     """V2 model ``classifier``: ``text`` BYTES [N] -> ``label`` BYTES [N], ``score`` FP32 [N].
 
-    Request parameter ``labelset`` picks one of the configured label sets (default from
-    settings); the shipped ones are ``query_guard`` and ``answer_class``."""
+    Request parameters: ``labelset`` picks one of the configured label sets (default from
+    settings; the shipped ones are ``query_guard`` and ``answer_class``), ``priority`` as for
+    ``encoder``."""
 
     async def load(self) -> bool:
         self.config = _settings(self)
@@ -94,7 +111,7 @@ class ClassifierRuntime(RagraphRuntime):
     async def infer(self, request: InferRequest) -> InferResponse:
         texts = read_texts(request, self.config)
         labelset = pick(self.labelsets, get_str(request.parameters, "labelset", self.config.default_labelset) or "")
-        vectors = normalize(await self.encoder.embed(texts))
+        vectors = normalize(await self.encoder.embed(texts, read_priority(request)))
         labels, scores = labelset.classify(vectors, texts)
         return InferResponse(
             self.name,

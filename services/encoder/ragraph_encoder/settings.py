@@ -36,6 +36,28 @@ class EncoderSettings(ServingSettings):
         description="On CPU, reorder the linear layers' weights once for oneDNN's kernels (each layer is "
         "checked against the plain one; embeddings agree within float32 rounding); false keeps PyTorch's GEMM.",
     )
+    max_batch_tokens: int = Field(
+        8192,
+        ge=1,
+        description="Most padded tokens one forward pass computes (texts x the longest one, each counted up to "
+        "the model's max_seq_length): bounds a batch's memory and time whatever the texts' lengths. At least one "
+        "text always fits.",
+    )
+    max_bulk_batch_tokens: int = Field(
+        512,
+        ge=1,
+        description="Most padded tokens of a batch of bulk texts (requests with priority=bulk, e.g. ragraph "
+        "ingest). Interactive texts never share a batch with bulk ones and go first, so this bounds how long an "
+        "interactive request waits for the bulk batch under way. On CPU a token costs the same in a batch of 256 "
+        "tokens as in one of 4096 (docs/benchmarks.md); on a GPU larger bulk batches pay.",
+    )
+    max_queued_texts: int = Field(
+        4096,
+        ge=1,
+        description="Most texts waiting for a batch, per priority (interactive, bulk); a request that would pass "
+        "it fails with RESOURCE_EXHAUSTED at once. A request larger than this is still taken when its queue is "
+        "empty.",
+    )
     max_texts: int = Field(1024, description="Most texts one request may carry.")
     max_request_bytes: int = Field(4 * 1024 * 1024, description="Most UTF-8 bytes of text one request may carry.")
     labelsets: dict[str, Path] = Field(
