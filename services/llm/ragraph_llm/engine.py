@@ -255,7 +255,8 @@ class Engine(MixedSteps, AlternatingSteps):
             if seq.cancelled:
                 continue
             try:
-                token = greedy[row] if seq.params.greedy else choose(logits[row], seq.params, seq.generator)
+                plain = seq.params.greedy and not seq.params.penalized
+                token = greedy[row] if plain else choose(logits[row], seq.params, seq.generator, seq.tokens)
             except Exception as exc:  # one row's sampling bug fails that request only
                 log.exception("sampling failed for sequence %d", seq.id)
                 self._count_finish(seq, "error")

@@ -8,7 +8,15 @@ from typing import Any
 import pytest
 import torch
 from ragraph_client.errors import InvalidArgument
-from ragraph_llm.sampling import SamplingParams, choose, make_generator, read_sampling
+from ragraph_llm.sampling import (
+    MAX_NO_REPEAT_NGRAM,
+    SamplingParams,
+    banned_by_ngrams,
+    choose,
+    make_generator,
+    penalize,
+    read_sampling,
+)
 from ragraph_llm.settings import LLMSettings
 
 CPU = torch.device("cpu")
@@ -83,6 +91,16 @@ def test_limits_are_inclusive(settings: LLMSettings) -> None:
         ({"seed": -1}, "seed"),
         ({"seed": str(2**63)}, "seed"),
         ({"seed": "abc"}, "seed"),
+        ({"repetition_penalty": 0}, "repetition_penalty"),
+        ({"repetition_penalty": "-1.1"}, "repetition_penalty"),
+        ({"repetition_penalty": "nan"}, "repetition_penalty"),
+        ({"repetition_penalty": "inf"}, "repetition_penalty"),
+        ({"repetition_penalty": "10.5"}, "repetition_penalty"),
+        ({"repetition_penalty": "strong"}, "repetition_penalty"),
+        ({"no_repeat_ngram_size": -1}, "no_repeat_ngram_size"),
+        ({"no_repeat_ngram_size": "2.5"}, "no_repeat_ngram_size"),
+        ({"no_repeat_ngram_size": MAX_NO_REPEAT_NGRAM + 1}, "no_repeat_ngram_size"),
+        ({"no_repeat_ngram_size": True}, "no_repeat_ngram_size"),
     ],
     ids=lambda v: repr(v) if isinstance(v, dict) else v,
 )
@@ -187,3 +205,76 @@ def test_subnormal_temperature_does_not_break_sampling(settings: LLMSettings) ->
     params = read_sampling({"temperature": "1e-39", "seed": "1"}, settings)  # accepted by validation
     logits = logits_row(3)
     assert draws(logits, params, 5) == [int(torch.argmax(logits))] * 5
+
+
+# -- penalties --------------------------------------------------------------------------------
+
+
+def test_penalties_are_read_and_default_to_off(settings: LLMSettings) -> None:
+    params = read_sampling({}, settings)
+    assert params.repetition_penalty == 1.0 and params.no_repeat_ngram_size == 0 and not params.penalized
+    params = read_sampling({"repetition_penalty": "1.3", "no_repeat_ngram_size": "3"}, settings)
+    assert params.repetition_penalty == 1.3 and params.no_repeat_ngram_size == 3 and params.penalized
+    assert read_sampling({"repetition_penalty": 10, "no_repeat_ngram_size": MAX_NO_REPEAT_NGRAM}, settings).penalized
+    assert read_sampling({"repetition_penalty": "0.5"}, settings).penalized  # < 1 favours repeats: allowed
+
+
+def test_off_penalties_leave_the_logits_alone() -> None:
+    logits = logits_row(4)
+    assert penalize(logits, SamplingParams(temperature=0.0), [1, 2, 3]) is logits
+    assert choose(logits, SamplingParams(temperature=0.0), None, [int(torch.argmax(logits))]) == int(
+        torch.argmax(logits)
+    )
+
+
+def test_repetition_penalty_divides_positive_and_multiplies_negative_logits() -> None:
+    logits = torch.tensor([2.0, -2.0, 1.0, 0.5])
+    out = penalize(logits, SamplingParams(repetition_penalty=2.0), [0, 1, 1])
+    assert out.tolist() == [1.0, -4.0, 1.0, 0.5]
+    assert logits.tolist() == [2.0, -2.0, 1.0, 0.5], "the row itself is not changed"
+
+
+def test_repetition_penalty_moves_greedy_off_a_generated_token() -> None:
+    logits = torch.tensor([3.0, 2.5, 0.0])
+    greedy = SamplingParams(temperature=0.0, repetition_penalty=1.5)
+    assert choose(logits, greedy, None, []) == 0  # nothing generated yet: argmax
+    assert choose(logits, greedy, None, [0]) == 1  # 3.0 / 1.5 = 2.0 < 2.5
+    assert choose(logits, SamplingParams(temperature=0.0, repetition_penalty=1.1), None, [0]) == 0  # 2.73 > 2.5
+
+
+def test_banned_by_ngrams() -> None:
+    assert banned_by_ngrams([5, 6, 7, 5, 6], 3) == {7}  # "5 6" was followed by 7
+    assert banned_by_ngrams([5, 6, 7, 5, 6], 2) == {7}  # "6" was followed by 7
+    assert banned_by_ngrams([5, 6, 5, 8, 5], 2) == {6, 8}
+    assert banned_by_ngrams([5, 6, 7], 1) == {5, 6, 7}
+    assert banned_by_ngrams([5, 6, 7, 5, 6], 0) == set()
+    assert banned_by_ngrams([5, 6], 3) == set()  # shorter than n
+    assert banned_by_ngrams([1, 2, 3, 4], 3) == set()  # "3 4" never seen before
+
+
+def test_no_repeat_ngram_breaks_a_greedy_loop() -> None:
+    """A row that always prefers 1 after 0 and 0 after 1 loops "0 1 0 1 ..." greedily; with
+    no_repeat_ngram_size=3 the second "0 1" cannot be followed by 0 again."""
+
+    def next_token(tokens: list[int], params: SamplingParams) -> int:
+        prefer = 1 if tokens and tokens[-1] == 0 else 0
+        logits = torch.full((4,), -1.0)
+        logits[prefer], logits[2] = 2.0, 1.0
+        return choose(logits, params, None, tokens)
+
+    for params, expected in (
+        (SamplingParams(temperature=0.0), [0, 1, 0, 1, 0, 1]),
+        (SamplingParams(temperature=0.0, no_repeat_ngram_size=3), [0, 1, 0, 1, 2, 0]),
+    ):
+        tokens: list[int] = []
+        for _ in range(6):
+            tokens.append(next_token(tokens, params))
+        assert tokens == expected
+
+
+def test_penalties_apply_before_sampling() -> None:
+    logits = torch.tensor([5.0, 5.0, -50.0])
+    params = SamplingParams(temperature=1.0, no_repeat_ngram_size=1, seed=3)
+    generator = make_generator(params, CPU)
+    picked = {choose(logits, params, generator, [0]) for _ in range(200)}
+    assert picked == {1}, "token 0 was generated before and no_repeat_ngram_size=1 bans it"
