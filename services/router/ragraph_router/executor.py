@@ -47,6 +47,9 @@ class Executor:
         self.metrics = metrics
         self.tracing = tracing or Tracing(None)
         self.cache = SemanticCache.for_graph(graph, stores)
+        # Built once: a bad prompt parameter fails the router's start, naming it.
+        self._prompts = {n.name: PromptBuilder.from_parameters(counter, n.parameters) for n in graph.nodes
+                         if n.combine == "prompt"}  # fmt: skip
         self._writes: set[asyncio.Task[None]] = set()  # cache writes under way, off the callers' path
 
     # --- policy ------------------------------------------------------------------------------
@@ -205,7 +208,7 @@ class Executor:
             values.data[f"{node.name}.sources"] = []
             return [SourcesEvent([]), DeltaEvent(text)]  # a stream still sees sources -> text -> final
         if node.combine == "prompt":
-            builder = PromptBuilder(self.counter, int(node.parameters.get("budget_tokens", 1536)))
+            builder = self._prompts[node.name]
             inputs = self._inputs(node, values)
             prompt = builder.build(inputs["question"], inputs["matches"])
             values.data[f"{node.name}.messages"] = json.dumps(prompt.messages)

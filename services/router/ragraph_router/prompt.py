@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,13 +108,22 @@ def _candidates(matches: Sequence[Match]) -> list[_Candidate]:
     return out
 
 
+# The prompt node's parameters (graph yaml) and the PromptBuilder arguments they set.
+PARAMETERS = ("budget_tokens", "system", "max_passages", "passage_tokens", "min_passage_tokens", "order")
+ORDERS = ("best_first", "best_last")
+
+
 class PromptBuilder:
     """Builds prompts within ``budget_tokens`` (see the module docstring for how they count).
 
     The system message and the question always go in; passages follow in rank order until the
-    budget is spent. A passage that does not fit whole is cut at its last sentence boundary that
-    fits (at its last word boundary when no sentence boundary leaves ``min_passage_tokens``), and
-    is left out with every later passage when fewer than ``min_passage_tokens`` of it fit.
+    budget is spent. A passage longer than ``passage_tokens`` (when set) is first cut to that
+    many tokens at its last sentence boundary (word boundary when no sentence boundary keeps
+    ``min_passage_tokens``). A passage that does not fit whole is cut the same way to what fits,
+    and is left out with every later passage when fewer than ``min_passage_tokens`` of it fit.
+    Numbers follow the rank ([1] is the best match); ``order="best_last"`` lists the sources from
+    the last-ranked to [1], so the best passage sits right above the question (small models
+    attend most to the end of the prompt).
     """
 
     def __init__(
@@ -124,6 +133,8 @@ class PromptBuilder:
         system: str | None = None,
         min_passage_tokens: int = 24,
         max_passages: int = 8,
+        passage_tokens: int | None = None,
+        order: str = "best_first",
     ) -> None:
         if budget_tokens < 1:
             raise ValueError(f"budget_tokens must be positive, got {budget_tokens}")
@@ -131,12 +142,50 @@ class PromptBuilder:
             raise ValueError(f"min_passage_tokens must be positive, got {min_passage_tokens}")
         if max_passages < 0:
             raise ValueError(f"max_passages must not be negative, got {max_passages}")
+        if passage_tokens is not None and passage_tokens < min_passage_tokens:
+            raise ValueError(
+                f"passage_tokens must be at least min_passage_tokens ({min_passage_tokens}), got {passage_tokens}"
+            )
+        if system is not None and not system.strip():
+            raise ValueError("system must not be empty")
+        if order not in ORDERS:
+            raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
         self.counter = counter
         self.budget_tokens = budget_tokens
         self.system = DEFAULT_SYSTEM if system is None else system
         self.min_passage_tokens = min_passage_tokens
         self.max_passages = max_passages
+        self.passage_tokens = passage_tokens
+        self.best_last = order == "best_last"
         self._system_tokens = counter.count(self.system) + MESSAGE_OVERHEAD_TOKENS
+
+    @classmethod
+    def from_parameters(cls, counter: TokenCounter, parameters: Mapping[str, Any]) -> PromptBuilder:
+        """A builder from a prompt node's ``parameters`` (:data:`PARAMETERS`; ``budget_tokens``
+        defaults to 1536). ValueError names the parameter that is unknown or wrong."""
+        unknown = sorted(set(parameters) - set(PARAMETERS))
+        if unknown:
+            raise ValueError(f"unknown prompt parameter {unknown[0]!r} (known: {', '.join(PARAMETERS)})")
+        ints: dict[str, int | None] = {}
+        for name in ("budget_tokens", "max_passages", "passage_tokens", "min_passage_tokens"):
+            value = parameters.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"prompt parameter {name!r} must be an integer, got {value!r}")
+            ints[name] = value
+        system, order = parameters.get("system"), parameters.get("order", "best_first")
+        if system is not None and not isinstance(system, str):
+            raise ValueError(f"prompt parameter 'system' must be a string, got {system!r}")
+        if not isinstance(order, str):
+            raise ValueError(f"prompt parameter 'order' must be a string, got {order!r}")
+        return cls(
+            counter,
+            ints["budget_tokens"] if ints["budget_tokens"] is not None else 1536,
+            system=system,
+            min_passage_tokens=ints["min_passage_tokens"] or 24,
+            max_passages=ints["max_passages"] if ints["max_passages"] is not None else 8,
+            passage_tokens=ints["passage_tokens"],
+            order=order,
+        )
 
     def build(self, question: str, matches: Sequence[Match]) -> Prompt:
         question = question.strip()
@@ -155,24 +204,30 @@ class PromptBuilder:
         candidates = _candidates(matches)
         sources: list[Source] = []
         user, tokens, trimmed = bare, bare_tokens, 0
-        head = SOURCES_HEADING + "\n\n"  # the accepted sources so far, each followed by a blank line
+        blocks: list[str] = []  # the accepted sources so far, "[n] (doc #chunk)\ntext", in rank order
         for cand in candidates[: self.max_passages]:
             n = len(sources) + 1
-            lead = f"{head}{_header(n, cand.doc_id, cand.chunk)}\n"
-            text = cand.text
-            whole = self._total(fixed, lead + text + suffix)
+            header = _header(n, cand.doc_id, cand.chunk) + "\n"
+            if self.best_last:  # a lower-ranked passage goes above the ones already placed
+                lead = f"{SOURCES_HEADING}\n\n{header}"
+                tail = "".join("\n\n" + b for b in reversed(blocks)) + suffix
+            else:
+                lead = SOURCES_HEADING + "\n\n" + "".join(b + "\n\n" for b in blocks) + header
+                tail = suffix
+            text = self._cap(cand.text)
+            whole = self._total(fixed, lead + text + tail)
             cut = whole > self.budget_tokens
             if cut:
-                shorter = self._trim(text, lead, suffix, fixed)
+                shorter = self._trim(text, lead, tail, fixed)
                 if shorter is None:
                     break
-                text, whole = shorter, self._total(fixed, lead + shorter + suffix)
+                text, whole = shorter, self._total(fixed, lead + shorter + tail)
                 trimmed += 1
-            user, tokens = lead + text + suffix, whole
+            user, tokens = lead + text + tail, whole
             sources.append(Source(n=n, doc_id=cand.doc_id, chunk=cand.chunk, score=cand.score, text=text))
             if cut:
                 break  # the budget is spent
-            head = lead + text + "\n\n"
+            blocks.append(header + text)
         messages = [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
         return Prompt(
             messages=messages,
@@ -181,6 +236,13 @@ class PromptBuilder:
             dropped=len(candidates) - len(sources),
             trimmed=trimmed,
         )
+
+    def _cap(self, text: str) -> str:
+        """``text`` cut to ``passage_tokens`` at a sentence (else word) boundary, when longer."""
+        limit = self.passage_tokens
+        if limit is None or self.counter.count(text) <= limit:
+            return text
+        return self._cut(text, lambda prefix: self.counter.count(prefix) <= limit) or text
 
     def _total(self, fixed: int, user: str) -> int:
         return fixed + self.counter.count(user)
@@ -194,6 +256,11 @@ class PromptBuilder:
         def fits(prefix: str) -> bool:
             return self._total(fixed, before + prefix + after) <= self.budget_tokens
 
+        return self._cut(text, fits)
+
+    def _cut(self, text: str, fits: Callable[[str], bool]) -> str | None:
+        """The longest prefix of ``text`` that ``fits``, ending at a sentence boundary when that
+        keeps ``min_passage_tokens``, else at a word boundary; None when neither keeps that many."""
         sentence_cuts = sorted({m.end() for m in _SENTENCE_END.finditer(text) if 0 < m.end() < len(text)})
         at = _longest(text, sentence_cuts, fits)
         if at and self.counter.count(text[:at].rstrip()) >= self.min_passage_tokens:

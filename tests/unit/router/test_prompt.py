@@ -277,3 +277,90 @@ def test_citations() -> None:
     assert citations("[4][2, 7] then [1]", sources) == [4, 2, 1]
     assert citations("no citations here", sources) == []
     assert citations("[1]", []) == []
+
+
+# -- per-passage cap and the prompt node's parameters -------------------------------------------
+
+
+def test_passage_tokens_cuts_each_passage_at_a_sentence_boundary() -> None:
+    counter = _counter()
+    limit = counter.count(" ".join(SENTENCES[:2])) + 2  # two sentences fit, three do not
+    prompt = PromptBuilder(counter, 100_000, passage_tokens=limit).build(QUESTION, _matches(3))
+    assert len(prompt.sources) == 3 and prompt.trimmed == 0 and prompt.dropped == 0
+    for source in prompt.sources:
+        assert source.text == " ".join(SENTENCES[:2])
+        assert counter.count(source.text) <= limit
+    uncapped = PromptBuilder(counter, 100_000).build(QUESTION, _matches(3))
+    assert [s.text for s in uncapped.sources] == [LONG_TEXT] * 3
+    assert prompt.tokens < uncapped.tokens
+
+
+def test_passage_tokens_leaves_short_passages_whole() -> None:
+    matches = [_match("short", 0, SENTENCES[0])]
+    prompt = PromptBuilder(_counter(), 100_000, passage_tokens=200).build(QUESTION, matches)
+    assert prompt.sources[0].text == SENTENCES[0]
+
+
+def test_from_parameters_sets_every_argument() -> None:
+    counter = _counter()
+    params = {"budget_tokens": 900, "system": "Be brief.", "max_passages": 2, "passage_tokens": 60,
+              "min_passage_tokens": 10}  # fmt: skip
+    builder = PromptBuilder.from_parameters(counter, params)
+    assert (builder.budget_tokens, builder.system, builder.max_passages) == (900, "Be brief.", 2)
+    assert (builder.passage_tokens, builder.min_passage_tokens) == (60, 10)
+    prompt = builder.build(QUESTION, _matches(5))
+    assert prompt.messages[0] == {"role": "system", "content": "Be brief."}
+    assert len(prompt.sources) == 2 and prompt.dropped == 3
+    assert all(counter.count(s.text) <= 60 for s in prompt.sources)
+    default = PromptBuilder.from_parameters(counter, {})
+    assert (default.budget_tokens, default.system, default.max_passages, default.passage_tokens) == (
+        1536, DEFAULT_SYSTEM, 8, None,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"budget": 100}, "unknown prompt parameter 'budget'"),
+        ({"budget_tokens": "900"}, "'budget_tokens' must be an integer"),
+        ({"max_passages": 2.5}, "'max_passages' must be an integer"),
+        ({"passage_tokens": True}, "'passage_tokens' must be an integer"),
+        ({"system": 5}, "'system' must be a string"),
+        ({"system": "  "}, "system must not be empty"),
+        ({"budget_tokens": 0}, "budget_tokens must be positive"),
+        ({"max_passages": -1}, "max_passages must not be negative"),
+        ({"passage_tokens": 10}, "passage_tokens must be at least min_passage_tokens"),
+    ],
+)
+def test_from_parameters_names_the_bad_parameter(params: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        PromptBuilder.from_parameters(_counter(), params)
+
+
+def test_best_last_lists_the_best_source_right_above_the_question() -> None:
+    matches = [_match("gamma", 7, "Gamma passage text."), _match("alpha", 0, "Alpha passage text.")]
+    prompt = PromptBuilder(_counter(), 1000, order="best_last").build(QUESTION, matches)
+    assert [(s.n, s.doc_id) for s in prompt.sources] == [(1, "gamma"), (2, "alpha")]
+    assert _user(prompt) == (
+        "Sources:\n\n[2] (alpha #0)\nAlpha passage text.\n\n"
+        f"[1] (gamma #7)\nGamma passage text.\n\nQuestion: {QUESTION}"
+    )
+
+
+@pytest.mark.parametrize("extra", [0, 60, 150, 400, 10_000])
+def test_best_last_keeps_the_budget_and_the_same_passages(extra: int) -> None:
+    budget = _bare_tokens() + extra
+    first = PromptBuilder(_counter(), budget).build(QUESTION, _matches(5))
+    last = PromptBuilder(_counter(), budget, order="best_last").build(QUESTION, _matches(5))
+    assert last.tokens == _recount(last) <= budget
+    assert [(s.n, s.doc_id, s.chunk, s.text) for s in last.sources] == [
+        (s.n, s.doc_id, s.chunk, s.text) for s in first.sources
+    ]
+    assert _sources_of(_user(last)) == [(s.n, s.doc_id, s.chunk) for s in reversed(last.sources)]
+    assert _user(last).endswith(QUESTION)
+
+
+def test_order_must_be_known() -> None:
+    with pytest.raises(ValueError, match="order must be one of best_first, best_last, got 'random'"):
+        PromptBuilder.from_parameters(_counter(), {"order": "random"})
+    assert PromptBuilder.from_parameters(_counter(), {"order": "best_last"}).best_last
