@@ -14,10 +14,17 @@ async def _run_check(graph: Any, timeout: float) -> list[str]:
     from ragraph_client.headers import service_token_headers
     from ragraph_router import contract
 
+    from .tokens import resolve
+
     urls = sorted({n.endpoint.url for n in graph.nodes if n.endpoint and n.endpoint.url})
     # nodes that require the router's service token get it from the same variable the router reads
-    headers = service_token_headers(os.environ.get("RAGRAPH_ROUTER_NODE_TOKEN"))
-    clients = {url: AsyncInferenceClient(url, headers=headers) for url in urls}
+    # (else as ``ragraph ingest`` finds it: $RAGRAPH_SERVICE_TOKEN or ``ragraph up``'s file)
+    clients = {
+        url: AsyncInferenceClient(
+            url, headers=service_token_headers(resolve(os.environ.get("RAGRAPH_ROUTER_NODE_TOKEN"), url))
+        )
+        for url in urls
+    }
     try:
         return await contract.check(graph, clients, timeout=timeout)
     finally:

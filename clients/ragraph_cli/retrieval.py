@@ -22,6 +22,11 @@ def add_store_args(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get(ENCODER_URL_ENV, "127.0.0.1:8101"),
         help=f"host:port of the encoder service (default ${ENCODER_URL_ENV} or 127.0.0.1:8101)",
     )
+    parser.add_argument(
+        "--token",
+        help="the encoder's service token (default $RAGRAPH_SERVICE_TOKEN, else the one `ragraph up` generated, "
+        "for a loopback --encoder-url)",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -55,10 +60,14 @@ def ingest(args: argparse.Namespace) -> int:
     from ragraph_retrieval.store import open_store
     from ragraph_retrieval.tokens import encoder_counter
 
+    from .tokens import resolve
+
     counter, limit = encoder_counter(args.encoder_model)
     chunker = Chunker(counter, limit, min(args.chunk_tokens, limit), args.overlap_tokens)
     show = not args.json and not args.no_progress
-    with open_store(args.store) as store, EncoderEmbedder(args.encoder_url, batch_size=args.batch_size) as embedder:
+    token = resolve(args.token, args.encoder_url)
+    embedder = EncoderEmbedder(args.encoder_url, batch_size=args.batch_size, priority="bulk", token=token)
+    with open_store(args.store) as store, embedder:
         ingestor = Ingestor(store, embedder, chunker, args.namespace, flush_chunks=args.commit_every)
         summary = ingestor.run(args.paths, root=args.root, prune=args.prune, progress=_progress(show))
         if args.json:
@@ -89,8 +98,11 @@ def search(args: argparse.Namespace) -> int:
     from ragraph_retrieval.embedder import EncoderEmbedder
     from ragraph_retrieval.store import open_store
 
+    from .tokens import resolve
+
     where = filters.load(args.filter)
-    with EncoderEmbedder(args.encoder_url) as embedder:
+    token = resolve(args.token, args.encoder_url)
+    with EncoderEmbedder(args.encoder_url, priority="interactive", token=token) as embedder:
         vector = embedder.embed([args.query])[0]
     with open_store(args.store) as store:
         matches = store.query(vector, args.top_k, where, args.namespace)

@@ -9,7 +9,10 @@ The core is :class:`Stack`, reusable from Python (``make demo`` and the tests us
 
 Each child is ``python -m ragraph_cli.main serve NAME``; the encoder and the llm also get an HTTP
 port (gRPC port - 1) and a metrics port (gRPC port + 1). The router finds the other two and the
-store through ``RAGRAPH_ENCODER_URL``, ``RAGRAPH_LLM_URL`` and ``RAGRAPH_STORE``. Children run in
+store through ``RAGRAPH_ENCODER_URL``, ``RAGRAPH_LLM_URL`` and ``RAGRAPH_STORE``. The nodes
+require a service token generated per stack (``Stack.service_token``; the router gets it as its
+node token), written for ``ragraph ingest`` / ``search`` to ``.ragraph/tokens/`` (see
+:mod:`ragraph_cli.tokens`) while the stack runs. Children run in
 sessions of their own (only the stack signals them: SIGTERM, then SIGKILL after a grace period)
 and, on Linux, get SIGTERM if the process that started them dies.
 """
@@ -30,6 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
 
+from . import tokens
 from .ports import connect_host, port_free, port_open
 
 DEFAULT_STORE = "local://.ragraph/store"
@@ -79,6 +83,7 @@ class StackConfig:
     graph: str | None = None
     device: str | None = None  # encoder and llm: auto | cpu | cuda
     env: dict[str, str] = field(default_factory=dict)  # extra environment for every child
+    service_token: str | None = None  # the nodes' token (None: one generated per stack)
 
 
 @dataclass
@@ -114,6 +119,7 @@ class Stack:
         self.python = python
         self.cwd = cwd
         self._lock = threading.Lock()
+        self.service_token = self.config.service_token or tokens.generate()
         self.children = {name: Child(name, *self._command(name)) for name in NAMES}
         self.started_at: float | None = None
         self.ready_s: float | None = None
@@ -152,6 +158,7 @@ class Stack:
         port = {"encoder": c.encoder_port, "llm": c.llm_port, "router": c.router_port}[name]
         cmd += ["--grpc-port", str(port), "--http-port", str(port - 1), "--metrics-port", str(port + 1)]
         if name in ("encoder", "llm"):
+            env[f"RAGRAPH_{name.upper()}_SERVICE_TOKEN"] = self.service_token
             model = c.encoder_model if name == "encoder" else c.llm_model
             if model:
                 cmd += ["--model", model]
@@ -165,6 +172,7 @@ class Stack:
             if c.graph:
                 cmd += ["--graph", c.graph]
             env.update(RAGRAPH_ENCODER_URL=self.encoder_url, RAGRAPH_LLM_URL=self.llm_url, RAGRAPH_STORE=c.store)
+            env["RAGRAPH_ROUTER_NODE_TOKEN"] = self.service_token
         return cmd, env
 
     # output
@@ -211,6 +219,8 @@ class Stack:
         """Check the ports, then start all three children (the router waits for the others itself)."""
         self.check_ports()
         self.started_at = time.monotonic()
+        for url in (self.encoder_url, self.llm_url):
+            tokens.write_token(url, self.service_token, self._root())
         for child in self.children.values():
             cmd = child.cmd
             if sys.platform.startswith("linux"):
@@ -330,7 +340,13 @@ class Stack:
         for child in self.children.values():
             if child.reader is not None:
                 child.reader.join(2)
+        for url in (self.encoder_url, self.llm_url):
+            tokens.remove_token(url, self.service_token, self._root())
         return {name: c.returncode for name, c in self.children.items()}
+
+    def _root(self) -> Path:
+        """Where the children run, and ``.ragraph/tokens/`` lives."""
+        return Path(self.cwd) if self.cwd is not None else Path.cwd()
 
     def __enter__(self) -> Stack:
         self.start()
@@ -359,6 +375,8 @@ class Stack:
             f"metrics :{c.encoder_port + 1})",
             f"  llm      {self.llm_url:<16}  model 'llm' = {llm}  (HTTP :{c.llm_port - 1}, metrics :{c.llm_port + 1})",
             f"  store    {c.store}",
+            f"  token    the nodes need a service token, generated for this run: in {tokens.TOKENS_DIR}/ "
+            "(ragraph ingest and search read it there)",
             "try:",
             f"  ragraph ingest docs --store {c.store} --encoder-url {self.encoder_url}",
             f'  ragraph ask "How do I run the whole graph?" --stream --router-url {self.router_url}',

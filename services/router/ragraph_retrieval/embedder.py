@@ -3,7 +3,8 @@
 Ingest and search embed remotely, never in-process: the vectors in the store then come from the
 same service (and model) that embeds questions at query time. Requests go with
 ``truncate=false``, so a chunk the service would truncate is an error, not a silently shorter
-vector.
+vector, and with ``priority=bulk`` by default, so the encoder serves the router's interactive
+calls first while an ingest runs (``search`` embeds its one query as ``interactive``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from ragraph_client.client import InferenceClient
+from ragraph_client.headers import service_token_headers
 
 DEFAULT_ENCODER_URL = "127.0.0.1:8101"
 
@@ -25,16 +27,20 @@ class EncoderEmbedder:
         batch_size: int = 64,
         in_flight: int = 2,
         timeout: float = 120.0,
+        priority: str = "bulk",
+        token: str | None = None,
     ) -> None:
         self.url = url
         self.model = model
         self.batch_size = batch_size
         self.in_flight = max(1, in_flight)
-        self.client = InferenceClient(url, timeout=timeout)
+        self.priority = priority
+        self.client = InferenceClient(url, timeout=timeout, headers=service_token_headers(token))
         self._pool = ThreadPoolExecutor(self.in_flight, thread_name_prefix="embed")
 
     def _one(self, texts: Sequence[str]) -> np.ndarray:
-        response = self.client.infer(self.model, {"text": list(texts)}, {"normalize": True, "truncate": False})
+        params: dict[str, bool | str] = {"normalize": True, "truncate": False, "priority": self.priority}
+        response = self.client.infer(self.model, {"text": list(texts)}, params)
         return response.output("embedding").as_numpy().astype(np.float32, copy=False)
 
     def embed(self, texts: Sequence[str], on_batch: Callable[[int], None] | None = None) -> np.ndarray:

@@ -182,6 +182,27 @@ def test_graph_check_passes_against_the_live_nodes(up: Up) -> None:
     assert {m["url"] for m in as_json["models"]} == {up.encoder_url, up.llm_url}
 
 
+def test_up_guards_its_nodes_with_a_token_generated_for_the_run(up: Up) -> None:
+    import stat
+
+    from ragraph_client.client import InferenceClient
+    from ragraph_client.errors import Unauthenticated
+
+    assert "the nodes need a service token, generated for this run" in up.output()
+    files = [REPO / ".ragraph" / "tokens" / f"127.0.0.1_{port}" for port in up.ports[:2]]
+    token = files[0].read_text().strip()
+    assert len(token) >= 40 and files[1].read_text().strip() == token
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
+    assert token not in up.output()  # never printed
+    for url, model in ((up.encoder_url, "encoder"), (up.llm_url, "llm")):
+        with InferenceClient(url, timeout=30) as client:
+            assert client.model_ready(model) is True  # health stays open
+            with pytest.raises(Unauthenticated, match="^missing or wrong service token$"):
+                client.metadata(model)
+        with InferenceClient(url, timeout=30, headers={"x-ragraph-service-token": token}) as client:
+            assert client.metadata(model).inputs
+
+
 def test_a_second_up_on_busy_ports_fails_fast(up: Up, tiny_llm_dir: Path) -> None:
     enc, llm, router = up.ports
     again = _ragraph("up", "--llm-model", str(tiny_llm_dir), "--encoder-port", str(enc), "--llm-port", str(llm),
@@ -198,6 +219,7 @@ def test_sigint_stops_all_three_children(up: Up) -> None:
     assert not [pid for pid in children if _alive(pid)]
     assert not [port for port in up.all_ports() if port_open(port)]
     assert "ragraph up: stopped (exit codes: encoder 0, llm 0, router 0)" in up.output()
+    assert not [p for p in up.ports[:2] if (REPO / ".ragraph" / "tokens" / f"127.0.0.1_{p}").exists()]
 
 
 FAKE_PYTHON = """\

@@ -5,6 +5,7 @@ node_token is set (its contract check passes)."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -177,3 +178,85 @@ def test_the_rest_port_needs_the_token_too(guarded_encoder: Service) -> None:
     assert _http(guarded_encoder, "POST", "/v2/models/encoder/infer", infer, TOKEN) == 200
     assert _http(guarded_encoder, "GET", "/v2/models/encoder", None, TOKEN) == 200
     assert _http(guarded_encoder, "GET", "/v2/models/encoder/ready") == 200  # nothing was unloaded
+
+
+def _cli(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+    import sys
+
+    full = {k: v for k, v in os.environ.items() if k != "RAGRAPH_SERVICE_TOKEN"}
+    full.update(env or {})
+    cmd = [sys.executable, "-m", "ragraph_cli.main", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=full, cwd=cwd, timeout=180)
+
+
+def test_ingest_and_search_send_the_token(guarded_encoder: Service, tmp_path: Path) -> None:
+    import json
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "tokens.md").write_text("# Tokens\n\nThe node service token guards every node.\n")
+    store = f"local://{tmp_path}/store"
+    base = ["--store", store, "--encoder-url", guarded_encoder.grpc_url, "--json"]
+    ingest = ["ingest", str(docs), "--no-progress", *base]
+    search = ["search", "what guards the nodes?", *base]
+
+    for args in (ingest, search):
+        for extra in ([], ["--token", "wrong"]):
+            refused = _cli(args + extra, tmp_path)
+            assert refused.returncode == 1
+            assert refused.stderr.strip() == "ragraph: UNAUTHENTICATED: missing or wrong service token"
+
+    added = _cli(ingest + ["--token", TOKEN], tmp_path)
+    assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout)["added"] == 1
+    found = _cli(search, tmp_path, env={"RAGRAPH_SERVICE_TOKEN": TOKEN})  # the variable instead of the flag
+    assert found.returncode == 0, found.stderr
+    assert json.loads(found.stdout)["results"][0]["doc_id"] == "tokens.md"
+    # the flag wins over the variable
+    flagged = _cli(search + ["--token", "wrong"], tmp_path, env={"RAGRAPH_SERVICE_TOKEN": TOKEN})
+    assert "UNAUTHENTICATED" in flagged.stderr
+
+
+def test_ingest_reads_the_token_ragraph_up_leaves_for_a_loopback_node(guarded_encoder: Service, tmp_path: Path) -> None:
+    import stat
+
+    from ragraph_cli import tokens
+
+    path = tokens.write_token(guarded_encoder.grpc_url, TOKEN, tmp_path)
+    assert path == tmp_path / ".ragraph" / "tokens" / f"127.0.0.1_{guarded_encoder.grpc_port}"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    (tmp_path / "a.md").write_text("alpha beta gamma\n")
+    args = ["ingest", "a.md", "--no-progress", "--json", "--store", f"local://{tmp_path}/store"]
+    done = _cli([*args, "--encoder-url", guarded_encoder.grpc_url], tmp_path)
+    assert done.returncode == 0, done.stderr
+    # the same node reached as localhost reads the file for that address: none there
+    search = ["search", "alpha", "--json", "--store", f"local://{tmp_path}/store"]
+    found = _cli([*search, "--encoder-url", guarded_encoder.grpc_url], tmp_path)
+    assert found.returncode == 0, found.stderr
+    other = _cli([*search, "--encoder-url", f"localhost:{guarded_encoder.grpc_port}"], tmp_path)
+    assert other.stderr.strip() == "ragraph: UNAUTHENTICATED: missing or wrong service token"
+    tokens.remove_token(guarded_encoder.grpc_url, "not ours", tmp_path)
+    assert path.exists()  # a file holding another token is left alone
+    tokens.remove_token(guarded_encoder.grpc_url, TOKEN, tmp_path)
+    assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "loopback"),
+    [("127.0.0.1:8101", True), ("localhost:8101", True), ("[::1]:8101", True), ("127.1.2.3:1", True),
+     ("10.0.0.5:8101", False), ("encoder:8101", False), ("dns:///encoder.ragraph:8101", False)],
+)  # fmt: skip
+def test_up_tokens_are_only_read_for_loopback_nodes(
+    url: str, loopback: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ragraph_cli import tokens
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RAGRAPH_SERVICE_TOKEN", raising=False)
+    tokens.write_token(url, "from-up")
+    assert tokens.is_loopback(url) is loopback
+    assert tokens.resolve(None, url) == ("from-up" if loopback else None)
+    assert tokens.resolve("flag", url) == "flag"
+    monkeypatch.setenv("RAGRAPH_SERVICE_TOKEN", "from-env")
+    assert tokens.resolve(None, url) == "from-env"
