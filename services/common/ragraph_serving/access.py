@@ -8,13 +8,16 @@ over gRPC (both services MLServer registers for it) and over REST.
 
 The model repository API (``ServingSettings.model_repository_api``): MLServer's load and unload
 calls are refused (PERMISSION_DENIED over gRPC, 403 over REST) unless it is turned on, with the
-token or without: a node serves the models it started with.
+token or without: a node serves the models it started with. Under plain ``mlserver start`` (no
+ragraph launcher, e.g. Seldon Core 2, whose agent loads models through these calls)
+``RAGRAPH_ENCODER_MODEL_REPOSITORY_API`` or ``RAGRAPH_LLM_MODEL_REPOSITORY_API`` turns them on.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import os
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -23,8 +26,18 @@ from ragraph_client.headers import SERVICE_TOKEN_HEADER
 
 DENIED = "missing or wrong service token"
 
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def _repository_api_from_environment() -> bool:
+    return any(
+        os.environ.get(f"RAGRAPH_{service}_MODEL_REPOSITORY_API", "").strip().lower() in _TRUE
+        for service in ("ENCODER", "LLM")
+    )
+
+
 _token: str | None = None
-_repository_api = False
+_repository_api = _repository_api_from_environment()
 _repository_setting = "the service's MODEL_REPOSITORY_API setting"
 _OPEN_REST = re.compile(r"^/v2(/health/(live|ready)|/models/[^/]+(/versions/[^/]+)?/ready)?/?$")
 _REPOSITORY_CHANGE = re.compile(r"^/v2/repository/models/[^/]+/(load|unload)/?$")

@@ -159,6 +159,19 @@ def test_every_environment_variable_is_one_the_service_reads(compose: dict[str, 
             assert unknown_env("router", names) == [], name
 
 
+def test_the_nodes_require_a_service_token_and_the_routers_send_it(compose: dict[str, Any]) -> None:
+    token = compose["x-service-token"]
+    # compose's ${VAR:?message}: no default, and `docker compose up` stops with the message when unset
+    match = re.fullmatch(r"\$\{RAGRAPH_SERVICE_TOKEN:\?([^}]+)\}", token)
+    assert match and "docs/security.md" in match.group(1) and "$" not in match.group(1)
+    expected = {"encoder": "RAGRAPH_ENCODER_SERVICE_TOKEN", "llm": "RAGRAPH_LLM_SERVICE_TOKEN",
+                "router": "RAGRAPH_ROUTER_NODE_TOKEN", "router-pinecone": "RAGRAPH_ROUTER_NODE_TOKEN"}  # fmt: skip
+    for name, var in expected.items():
+        assert _env(compose["services"][name])[var] == token, name
+    for name, service in compose["services"].items():
+        assert not [k for k in _env(service) if k.endswith("_MODEL_REPOSITORY_API")], name
+
+
 def test_the_router_reads_the_store_from_a_named_volume(compose: dict[str, Any]) -> None:
     router = compose["services"]["router"]
     store = urlsplit(_env(router)["RAGRAPH_STORE"])

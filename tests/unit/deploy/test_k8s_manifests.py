@@ -267,6 +267,21 @@ def test_router_config_graph_and_secrets(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", OVERLAYS)
+def test_the_node_token_is_required_and_the_repository_api_stays_off(name: str) -> None:
+    deployments = by_kind(overlay(name), "Deployment")
+    token_vars = {"encoder": "RAGRAPH_ENCODER_SERVICE_TOKEN", "llm": "RAGRAPH_LLM_SERVICE_TOKEN",
+                  "router": "RAGRAPH_ROUTER_NODE_TOKEN"}  # fmt: skip
+    for service, var in token_vars.items():
+        env = {e["name"]: e for e in _container(deployments[service])["env"]}
+        ref = env[var]["valueFrom"]["secretKeyRef"]
+        # a pod never runs without the token: no `optional`, so it waits for the Secret
+        assert (ref["name"], ref["key"]) == ("ragraph-secrets", "node-token") and not ref.get("optional"), service
+        other = [e["valueFrom"]["secretKeyRef"] for n, e in env.items() if n != var and "valueFrom" in e]
+        assert all(r.get("optional") is True for r in other), service  # everything else stays optional
+        assert not [n for n in env if n.endswith("_MODEL_REPOSITORY_API")], service
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
 def test_service_monitor_scrapes_every_metrics_port(name: str) -> None:
     objects = overlay(name)
     (monitor,) = by_kind(objects, "ServiceMonitor").values()

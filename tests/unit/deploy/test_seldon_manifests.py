@@ -110,3 +110,5 @@ def test_core_v2_models_cover_the_mlserver_models_and_fit_the_server() -> None:
     (container,) = server["spec"]["podSpec"]["containers"]
     assert container["name"] == "mlserver" and container["image"].startswith("ragraph/")
     assert unknown_env("llm", [e["name"] for e in container.get("env", [])]) == []
+    # the agent loads models through MLServer's repository API, off by default in ragraph's runtimes
+    assert {"name": "RAGRAPH_LLM_MODEL_REPOSITORY_API", "value": "true"} in container["env"]
