@@ -17,9 +17,10 @@ class RagRequest:
     namespace: str | None = None
     top_k: int | None = None
     filter: filters.Node | None = None
-    params: dict[str, Any] = field(default_factory=dict)  # everything the caller sent, for ``forward``
+    params: dict[str, Any] = field(default_factory=dict)  # the parameters the graph forwards, checked
     debug: bool = False
     id: str = ""
+    outputs: list[str] = field(default_factory=list)  # the outputs asked for; empty: all
     trace: Any = None  # the request's span (None when tracing is off): node spans hang under it
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+from collections.abc import Collection, Sequence
 from typing import Any
 
-from ragraph_client.errors import InvalidArgument
-from ragraph_client.params import get_bool, get_int, get_str
+from ragraph_client.errors import InvalidArgument, NotFound
 from ragraph_client.tensors import InferRequest, InferResponse, ModelMetadata, Tensor, TensorSpec
-from ragraph_retrieval import filters
 
+from . import parameters
 from .events import DeltaEvent, Event, FinalEvent, RagRequest, SourcesEvent
 from .settings import RouterSettings
 
@@ -22,7 +22,7 @@ OUTPUTS = [
     TensorSpec("label", "BYTES", [1]),
     TensorSpec("guard", "BYTES", [1]),
 ]
-FORWARDED = ("max_tokens", "temperature", "top_p", "top_k_tokens", "seed", "stop")
+VERSIONS = ("1",)
 
 
 def server_metadata() -> dict[str, Any]:
@@ -35,11 +35,34 @@ def server_metadata() -> dict[str, Any]:
 
 
 def metadata(model: str) -> ModelMetadata:
-    return ModelMetadata(model, ["1"], "ragraph-graph", INPUTS, OUTPUTS)
+    return ModelMetadata(model, list(VERSIONS), "ragraph-graph", INPUTS, OUTPUTS)
 
 
-def read_request(request: InferRequest, settings: RouterSettings) -> RagRequest:
+def check_version(model: str, version: str) -> None:
+    """NOT_FOUND unless ``version`` is empty (the latest) or one the metadata lists."""
+    if version and version not in VERSIONS:
+        raise NotFound(f"model '{model}' has no version '{version}' (versions: {', '.join(VERSIONS)})")
+
+
+def check_outputs(model: str, wanted: Sequence[str]) -> None:
+    """INVALID_ARGUMENT for a requested output the model does not have (as over REST)."""
+    names = [spec.name for spec in OUTPUTS]
+    for i, name in enumerate(wanted):
+        if name not in names:
+            raise InvalidArgument(
+                f"outputs[{i}].name: model '{model}' has no output '{name}' (it has {', '.join(names)})"
+            )
+        if list(wanted).count(name) > 1:
+            raise InvalidArgument(f"outputs[{i}].name: output '{name}' is asked for more than once")
+
+
+def read_request(request: InferRequest, settings: RouterSettings, forwarded: Collection[str]) -> RagRequest:
+    """The typed request; ``forwarded`` are the request parameters the graph's nodes take."""
+    check_outputs(request.model_name, request.outputs)
     tensor = request.input("question")
+    unknown = sorted({t.name for t in request.inputs} - {"question"})
+    if unknown:
+        raise InvalidArgument(f"unknown input '{unknown[0]}': the rag model takes one input, 'question'")
     if tensor.datatype != "BYTES":
         raise InvalidArgument(f"input 'question' must be BYTES, got {tensor.datatype}")
     texts = tensor.as_strings()
@@ -50,21 +73,16 @@ def read_request(request: InferRequest, settings: RouterSettings) -> RagRequest:
         raise InvalidArgument("input 'question' is empty")
     if len(question.encode("utf-8")) > settings.max_question_bytes:
         raise InvalidArgument(f"input 'question' is longer than {settings.max_question_bytes} bytes")
-    params = request.parameters
-    top_k = get_int(params, "top_k", None)
-    if top_k is not None and not 1 <= top_k <= settings.max_top_k:
-        raise InvalidArgument(f"parameter 'top_k' must be between 1 and {settings.max_top_k}, got {top_k}")
-    raw_filter = params.get("filter")
-    if raw_filter is not None and not isinstance(raw_filter, str):
-        raise InvalidArgument("parameter 'filter' must be a JSON string")
+    params = parameters.read(request.parameters, forwarded, settings.max_top_k)
     return RagRequest(
         question=question,
-        namespace=get_str(params, "namespace", None),
-        top_k=top_k,
-        filter=filters.load(raw_filter),
-        params={k: v for k, v in params.items() if k in FORWARDED},
-        debug=get_bool(params, "debug", False),
+        namespace=params.namespace,
+        top_k=params.top_k,
+        filter=params.filter,
+        params=params.forwarded,
+        debug=params.debug,
         id=request.id,
+        outputs=list(request.outputs),
     )
 
 
@@ -72,23 +90,32 @@ def _sources_json(event: SourcesEvent | FinalEvent) -> str:
     return json.dumps([s.as_json() for s in event.sources])
 
 
-def event_response(event: Event, model: str, request_id: str) -> InferResponse:
-    """One streamed message: sources, a text delta, or the final one."""
-    if isinstance(event, SourcesEvent):
-        return InferResponse(model, [Tensor.from_strings("sources", [_sources_json(event)])], {}, request_id)
-    if isinstance(event, DeltaEvent):
-        return InferResponse(model, [Tensor.from_strings("answer", [event.text])], {}, request_id)
+def _only(outputs: list[Tensor], wanted: Sequence[str]) -> list[Tensor]:
+    return [t for t in outputs if not wanted or t.name in wanted]
+
+
+def event_response(event: Event, model: str, request_id: str, wanted: Sequence[str] = ()) -> InferResponse | None:
+    """One streamed message: sources, a text delta, or the final one; None for a message whose
+    one output the request did not ask for (``wanted``: the request's outputs, empty for all).
+    The final message always goes out: it carries the parameters and ``triton_final_response``."""
+    if isinstance(event, SourcesEvent | DeltaEvent):
+        tensor = (
+            Tensor.from_strings("sources", [_sources_json(event)])
+            if isinstance(event, SourcesEvent)
+            else Tensor.from_strings("answer", [event.text])
+        )
+        return InferResponse(model, [tensor], {}, request_id) if _only([tensor], wanted) else None
     params: dict[str, Any] = {**event.parameters, "triton_final_response": True}
     outputs = [Tensor.from_strings("label", [event.label]), Tensor.from_strings("guard", [event.guard])]
-    return InferResponse(model, outputs, params, request_id)
+    return InferResponse(model, _only(outputs, wanted), params, request_id)
 
 
-def final_response(event: FinalEvent, model: str, request_id: str) -> InferResponse:
-    """The whole answer for ModelInfer."""
+def final_response(event: FinalEvent, model: str, request_id: str, wanted: Sequence[str] = ()) -> InferResponse:
+    """The whole answer for ModelInfer: every output, or those the request asked for."""
     outputs = [
         Tensor.from_strings("answer", [event.answer]),
         Tensor.from_strings("sources", [_sources_json(event)]),
         Tensor.from_strings("label", [event.label]),
         Tensor.from_strings("guard", [event.guard]),
     ]
-    return InferResponse(model, outputs, dict(event.parameters), request_id)
+    return InferResponse(model, _only(outputs, wanted), dict(event.parameters), request_id)

@@ -33,6 +33,8 @@ class RouterService:
     ) -> None:
         self.settings = settings
         self.graph = graph or load(settings.graph)
+        # the request parameters some node takes (the others are refused: parameters.read)
+        self.forwarded = sorted({name for node in self.graph.nodes for name in node.forward})
         urls = {n.endpoint.url for n in self.graph.nodes if n.endpoint and n.endpoint.url}
         urls |= {n.output_guard.url for n in self.graph.nodes if n.output_guard}
         stores = {n.endpoint.store for n in self.graph.nodes if n.endpoint and n.endpoint.store}

@@ -93,8 +93,9 @@ def test_guard_blocks_injection_without_calling_the_llm(client: InferenceClient,
         ({"question": [QUESTION]}, {"top_k": 0}, InvalidArgument, "'top_k'"),
         ({"question": [QUESTION]}, {"filter": "{bad"}, InvalidArgument, "filter is not valid JSON"),
         ({"question": [QUESTION]}, {"filter": '{"n": {"$gt": "x"}}'}, InvalidArgument, "$gt"),
+        ({"question": [QUESTION]}, {"max_tokens": -1}, InvalidArgument, "parameter 'max_tokens' must be an integer"),
         # checked by the LLM node: its code passes through the router, its message names the node
-        ({"question": [QUESTION]}, {"max_tokens": -1}, InvalidArgument, "node generate (llm@"),
+        ({"question": [QUESTION]}, {"max_tokens": 100_000}, InvalidArgument, "node generate (llm@"),
     ],
 )
 def test_bad_input_names_the_field(
