@@ -11,12 +11,18 @@ import asyncio
 import logging
 import math
 import time
-import uuid
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from ragraph_client import logs
-from ragraph_client.errors import NotFound, RagraphError, ResourceExhausted, Unauthenticated, Unavailable
+from ragraph_client.errors import (
+    InvalidArgument,
+    NotFound,
+    RagraphError,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
 from ragraph_client.tensors import InferRequest, InferResponse
 
 from . import rag_io
@@ -32,6 +38,18 @@ def retry_after(exc: BaseException) -> str | None:
     """The ``retry-after`` value (whole seconds, at least 1) of a rate-limit refusal, else None."""
     seconds = getattr(exc, "retry_after_s", None)
     return None if seconds is None else str(max(1, math.ceil(seconds)))
+
+
+class Overloaded(ResourceExhausted):
+    """The router is running as many graphs as ``max_inflight`` allows."""
+
+    retry_after_s = 1.0
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"router overloaded: {limit} requests are being answered, its limit (RAGRAPH_ROUTER_MAX_INFLIGHT); "
+            "retry later"
+        )
 
 
 def code_name(exc: BaseException) -> str:
@@ -50,8 +68,33 @@ class Edge:
         self.metrics = metrics
         self.tracing = tracing
         self.model = service.settings.model_name
+        self.max_inflight = service.settings.max_inflight
+        self.inflight = 0  # graph runs under way (one event loop: no lock needed)
 
     # --- checks --------------------------------------------------------------------------------
+
+    @staticmethod
+    def identify(given: str, headers: Mapping[str, str]) -> tuple[str, InvalidArgument | None]:
+        """The request's id: the V2 ``id``, else the ``x-request-id`` header, else a new one. A
+        given one that is not a valid id (``logs.check_request_id``) is never used: a new id
+        comes back with the error, for the caller to raise once the key is checked."""
+        header = headers.get(logs.REQUEST_ID_HEADER) or ""
+        for value, name in ((given, "id"), (header, f"header {logs.REQUEST_ID_HEADER}")):
+            if value:
+                try:
+                    logs.check_request_id(value, name)
+                except InvalidArgument as exc:
+                    return logs.new_request_id(), exc
+        return given or header or logs.new_request_id(), None
+
+    def refused(self, method: str, exc: BaseException, started: float) -> None:
+        """Count a request that a door refused before the graph could run (the REST gateway's
+        key check and body reading), as :meth:`_events` counts the others."""
+        code = code_name(exc)
+        if code == "INTERNAL":
+            log.error("request refused by our bug", exc_info=exc)
+        self.metrics.requests.labels(method, code).inc()
+        self.metrics.request_seconds.labels(method).observe(time.perf_counter() - started)
 
     def authenticate(self, headers: Mapping[str, str]) -> Principal:
         try:
@@ -60,13 +103,14 @@ class Edge:
             self.metrics.unauthenticated.inc()
             raise
 
-    def check_model(self, name: str) -> None:
+    def check_model(self, name: str, version: str = "") -> None:
         if name != self.model:
             raise NotFound(f"unknown model '{name}': this router serves '{self.model}'")
+        rag_io.check_version(name, version)
 
     async def _admit(self, request: InferRequest, headers: Mapping[str, str]) -> Principal:
         principal = self.authenticate(headers)
-        self.check_model(request.model_name)
+        self.check_model(request.model_name, request.model_version)
         try:
             await self.gate.admit(principal)
         except ResourceExhausted as exc:
@@ -74,24 +118,40 @@ class Edge:
             raise
         return principal
 
+    def _enter(self) -> None:
+        """Take an in-flight slot, or refuse before any node is called."""
+        if self.max_inflight and self.inflight >= self.max_inflight:
+            self.metrics.overloaded.inc()
+            raise Overloaded(self.max_inflight)
+        self.inflight += 1
+        self.metrics.inflight_requests.set(self.inflight)
+
+    def _leave(self) -> None:
+        self.inflight -= 1
+        self.metrics.inflight_requests.set(self.inflight)
+
     # --- running the graph ----------------------------------------------------------------------
 
     async def _events(
         self, request: InferRequest, headers: Mapping[str, str], remaining: float | None, method: str, streaming: bool
     ) -> AsyncGenerator[Event, None]:
         started = time.perf_counter()
-        request.id = request.id or headers.get(logs.REQUEST_ID_HEADER) or uuid.uuid4().hex
+        request.id, bad_id = self.identify(request.id, headers)
         logs.request_id.set(request.id)
         span = self.tracing.start(f"{self.model} {method}", headers=headers, attrs={"ragraph.request_id": request.id})
         code = "OK"
         principal: Principal | None = None
-        deltas, charged = 0, False
+        deltas, charged, running = 0, False, False
         if streaming:
             self.metrics.inflight_streams.inc()
         try:
             principal = await self._admit(request, headers)
-            rag = rag_io.read_request(request, self.service.settings)
+            if bad_id is not None:
+                raise bad_id
+            rag = rag_io.read_request(request, self.service.settings, self.service.forwarded)
             rag.trace = span
+            self._enter()
+            running = True
             first: float | None = None
             async for event in self.service.stream(rag, remaining):
                 if isinstance(event, DeltaEvent):
@@ -111,6 +171,8 @@ class Edge:
                 fail(span, exc)
             raise
         finally:
+            if running:
+                self._leave()
             if principal is not None and deltas and not charged:
                 # the stream ended early (caller gone, node failed): the final count never came;
                 # each delta is at least one generated token, so charge that much
@@ -148,22 +210,23 @@ class Edge:
             if isinstance(event, FinalEvent):
                 final = event
         assert final is not None
-        return rag_io.final_response(final, self.model, request.id)
+        return rag_io.final_response(final, self.model, request.id, request.outputs)
 
     async def stream(
         self, request: InferRequest, headers: Mapping[str, str], remaining: float | None, method: str
-    ) -> AsyncGenerator[tuple[Event, InferResponse], None]:
-        """Sources, each text delta, then the final message, as they happen."""
+    ) -> AsyncGenerator[tuple[Event, InferResponse | None], None]:
+        """Sources, each text delta, then the final message, as they happen; the response is
+        None for an event whose output the request did not ask for."""
         events = self._events(request, headers, remaining, method, streaming=True)
         try:
             async for event in events:
-                yield event, rag_io.event_response(event, self.model, request.id)
+                yield event, rag_io.event_response(event, self.model, request.id, request.outputs)
         finally:
             await events.aclose()
 
-    def metadata_for(self, headers: Mapping[str, str], name: str) -> Any:
+    def metadata_for(self, headers: Mapping[str, str], name: str, version: str = "") -> Any:
         self.authenticate(headers)
-        self.check_model(name)
+        self.check_model(name, version)
         return rag_io.metadata(self.model)
 
     async def close(self) -> None:

@@ -9,17 +9,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from aiohttp import web
+from ragraph_client import logs
 from ragraph_client.errors import InvalidArgument, RagraphError
 from ragraph_client.tensors import InferRequest, InferResponse
 
 from . import rag_io, rest_io
 from .edge import Edge, retry_after
-from .events import Event
+from .events import Event, SourcesEvent
 from .settings import RouterSettings
 
 log = logging.getLogger("ragraph.router.rest")
@@ -46,6 +49,16 @@ SSE_HEADERS = {
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Builder = Callable[[dict[str, Any], list[str]], InferRequest]
+
+
+@dataclass
+class Door:
+    """What an inference call brings besides its body: headers, deadline, the metrics method."""
+
+    headers: dict[str, str]
+    remaining: float | None
+    method: str
 
 
 def http_status(code: grpc.StatusCode) -> int:
@@ -120,12 +133,15 @@ class RestGateway:
             web.get("/v2/health/live", self.live),
             web.get("/v2/health/ready", self.ready),
             web.get("/v2", self.server_metadata),
-            web.get("/v2/models/{model}", self.model_metadata),
-            web.get("/v2/models/{model}/ready", self.model_ready),
-            web.post("/v2/models/{model}/infer", self.infer),
-            web.post("/v2/models/{model}/generate", self.generate),
-            web.post("/v2/models/{model}/generate_stream", self.generate_stream),
         ]
+        for model in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
+            routes += [
+                web.get(model, self.model_metadata),
+                web.get(f"{model}/ready", self.model_ready),
+                web.post(f"{model}/infer", self.infer),
+                web.post(f"{model}/generate", self.generate),
+                web.post(f"{model}/generate_stream", self.generate_stream),
+            ]
         self.app.add_routes(routes)
         self._runner: web.AppRunner | None = None
 
@@ -181,10 +197,13 @@ class RestGateway:
                 message = f"method {request.method} is not allowed on {request.path}"
             else:
                 message = exc.text or exc.reason
-            allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-            return _json({"error": message}, exc.status, allow)
+            headers = {REQUEST_ID_HEADER: self.edge.identify("", _headers(request))[0]}
+            if "Allow" in exc.headers:
+                headers["Allow"] = exc.headers["Allow"]
+            return _json({"error": message}, exc.status, headers)
         except Exception as exc:  # noqa: BLE001 - RagraphError keeps its code; anything else is a 500
             status, body, headers = _error_parts(exc, logged=False)
+            headers[REQUEST_ID_HEADER] = self.edge.identify("", _headers(request))[0]
             return _json(body, status, headers)
 
     # --- health and metadata (health needs no key, as over gRPC) ------------------------------------
@@ -200,68 +219,83 @@ class RestGateway:
         return _json(rag_io.server_metadata())
 
     async def model_ready(self, request: web.Request) -> web.Response:
-        self.edge.check_model(request.match_info["model"])
+        self.edge.check_model(request.match_info["model"], request.match_info.get("version", ""))
         ready = bool(self.edge.service.ready)
         return _json({"name": self.edge.model, "ready": ready}, 200 if ready else 503)
 
     async def model_metadata(self, request: web.Request) -> web.Response:
-        metadata = self.edge.metadata_for(_headers(request), request.match_info["model"])
+        model, version = request.match_info["model"], request.match_info.get("version", "")
+        metadata = self.edge.metadata_for(_headers(request), model, version)
         return _json(rest_io.write_metadata(metadata))
 
     # --- inference -------------------------------------------------------------------------------------
 
-    async def _read(self, request: web.Request) -> tuple[dict[str, str], float | None, list[str], dict[str, Any]]:
-        """Headers, deadline, the model's output names and the JSON body, after the key and the
-        model name are checked (a caller without a key learns nothing about its body)."""
+    async def _read(self, request: web.Request, method: str, build: Builder) -> tuple[InferRequest, Door]:
+        """The request to run, once the key, the model name and version, the headers and the JSON
+        body are checked (the key first: a caller without one learns nothing about its body).
+        A refusal here is counted and logged under the request's id like one from the graph,
+        and the error response carries that id."""
+        started = time.perf_counter()
         headers = _headers(request)
-        remaining = _remaining(headers)
-        if "inference-header-content-length" in headers:
-            raise InvalidArgument(
-                "the binary tensor data extension is not supported: send tensors as JSON "
-                "(tritonclient.http: binary_data=False, binary_data_output=False)"
-            )
-        metadata = self.edge.metadata_for(headers, request.match_info["model"])
-        outputs = [spec.name for spec in metadata.outputs]
-        return headers, remaining, outputs, rest_io.load_body(await request.read())
-
-    async def _infer(
-        self, infer_request: InferRequest, headers: dict[str, str], remaining: float | None, method: str
-    ) -> InferResponse:
+        request_id, _ = self.edge.identify("", headers)  # a bad header id is refused later, after the key
+        logs.request_id.set(request_id)
+        model, version = request.match_info["model"], request.match_info.get("version", "")
         try:
-            return await self.edge.infer(infer_request, headers, remaining, method)
+            remaining = _remaining(headers)
+            if "inference-header-content-length" in headers:
+                raise InvalidArgument(
+                    "the binary tensor data extension is not supported: send tensors as JSON "
+                    "(tritonclient.http: binary_data=False, binary_data_output=False)"
+                )
+            metadata = self.edge.metadata_for(headers, model, version)
+            outputs = [spec.name for spec in metadata.outputs]
+            infer_request = build(rest_io.load_body(await request.read()), outputs)
+        except Exception as exc:  # noqa: BLE001 - mapped by _errors
+            self.edge.refused(method, exc, started)
+            raise _Failed(exc, request_id) from exc
+        infer_request.model_version = version
+        infer_request.id = infer_request.id or request_id
+        return infer_request, Door(headers, remaining, method)
+
+    async def _infer(self, infer_request: InferRequest, door: Door) -> InferResponse:
+        try:
+            return await self.edge.infer(infer_request, door.headers, door.remaining, door.method)
         except Exception as exc:  # noqa: BLE001 - mapped by _errors
             raise _Failed(exc, infer_request.id) from exc
 
+    def _infer_body(self, body: dict[str, Any], names: list[str]) -> InferRequest:
+        return rest_io.read_infer(body, self.edge.model, names)
+
     async def infer(self, request: web.Request) -> web.Response:
-        headers, remaining, outputs, body = await self._read(request)
-        infer_request = rest_io.read_infer(body, self.edge.model, outputs)
-        response = await self._infer(infer_request, headers, remaining, "RestInfer")
+        infer_request, door = await self._read(request, "RestInfer", self._infer_body)
+        response = await self._infer(infer_request, door)
         return _json(rest_io.write_infer(response, infer_request.outputs), headers={REQUEST_ID_HEADER: response.id})
 
+    def _generate_body(self, body: dict[str, Any], names: list[str]) -> InferRequest:
+        return rest_io.read_generate(body, self.edge.model)
+
     async def generate(self, request: web.Request) -> web.Response:
-        headers, remaining, _, body = await self._read(request)
-        infer_request = rest_io.read_generate(body, self.edge.model)
-        response = await self._infer(infer_request, headers, remaining, "RestGenerate")
+        infer_request, door = await self._read(request, "RestGenerate", self._generate_body)
+        response = await self._infer(infer_request, door)
         return _json(rest_io.write_generate(response), headers={REQUEST_ID_HEADER: response.id})
 
     async def generate_stream(self, request: web.Request) -> web.StreamResponse:
         """SSE: one ``data:`` event per streamed message (sources, each text delta, the final
-        one with the parameters). Errors before the first event are plain JSON errors with their
-        status; an error after it is an ``event: error`` frame, and the stream ends."""
-        headers, remaining, _, body = await self._read(request)
-        infer_request = rest_io.read_generate(body, self.edge.model)
-        events = self.edge.stream(infer_request, headers, remaining, "RestGenerateStream")
+        one with the parameters). The status line waits for the first message after the sources
+        (the first text, or the final one): a request refused or invalid anywhere before the
+        answer starts (key, rate limit, a parameter the LLM refuses) gets a plain JSON error with
+        its own status. An error after that is an ``event: error`` frame, and the stream ends."""
+        infer_request, door = await self._read(request, "RestGenerateStream", self._generate_body)
+        events = self.edge.stream(infer_request, door.headers, door.remaining, door.method)
         try:
-            # the first message is awaited before answering, so that a refused or invalid
-            # request (key, rate limit, bad parameter) gets its own HTTP status
             try:
-                first = await anext(events)
+                head = await _head(events)
             except Exception as exc:  # noqa: BLE001 - mapped by _errors
                 raise _Failed(exc, infer_request.id) from exc
             response = web.StreamResponse(headers={**SSE_HEADERS, REQUEST_ID_HEADER: infer_request.id})
             await response.prepare(request)
             try:
-                await self._pump(response, first, events)
+                await self._pump(response, head, events)
             except ConnectionResetError:  # the client went away while we wrote
                 log.info("REST stream %s: client disconnected", infer_request.id)
             except asyncio.CancelledError:  # ... or while we waited (handler_cancellation)
@@ -274,18 +308,33 @@ class RestGateway:
     async def _pump(
         self,
         response: web.StreamResponse,
-        first: tuple[Event, InferResponse],
-        events: AsyncIterator[tuple[Event, InferResponse]],
+        head: list[tuple[Event, InferResponse | None]],
+        events: AsyncIterator[tuple[Event, InferResponse | None]],
     ) -> None:
-        item: tuple[Event, InferResponse] | None = first
-        while item is not None:
-            await response.write(_sse(rest_io.write_generate(item[1])))
+        for _, message in head:
+            if message is not None:
+                await response.write(_sse(rest_io.write_generate(message)))
+        while True:
             try:
-                item = await anext(events)
+                _, message = await anext(events)
             except StopAsyncIteration:
-                item = None
+                break
             except Exception as exc:  # noqa: BLE001 - the status line is sent: report in band
                 _, body, _ = _error_parts(exc, logged=True)
                 await response.write(_sse(body, event="error"))
                 return
+            if message is not None:
+                await response.write(_sse(rest_io.write_generate(message)))
         await response.write_eof()
+
+
+async def _head(
+    events: AsyncIterator[tuple[Event, InferResponse | None]],
+) -> list[tuple[Event, InferResponse | None]]:
+    """The stream's messages up to and including the first that is not the sources."""
+    head: list[tuple[Event, InferResponse | None]] = []
+    async for item in events:
+        head.append(item)
+        if not isinstance(item[0], SourcesEvent):
+            break
+    return head

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from ragraph_client import jsontext
 from ragraph_client.errors import InvalidArgument
-from ragraph_client.tensors import DATATYPES, InferRequest, InferResponse, ModelMetadata, Param, Tensor
+from ragraph_client.tensors import DATATYPES, InferRequest, InferResponse, ModelMetadata, Param, Tensor, to_array
 
 # generate / generate_stream: the flat body's key for the question (``text_input`` is Triton's
 # name, accepted as an alias so generic generate clients work unchanged)
@@ -27,25 +28,21 @@ _FLOAT_KINDS = ("FP16", "FP32", "FP64")
 # --- bodies ------------------------------------------------------------------------------------------
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def load_body(body: bytes) -> dict[str, Any]:
-    """The request body as a JSON object (NaN/Infinity are not JSON and are refused)."""
+    """The request body as a JSON object, read under :mod:`ragraph_client.jsontext`'s limits
+    (no NaN/Infinity, nesting, lone surrogates)."""
     if not body.strip():
         raise InvalidArgument("request body is empty: expected a JSON object")
-    try:
-        data = json.loads(body, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
-        raise InvalidArgument(f"request body is not valid JSON: {exc}") from None
+    data = jsontext.loads(body, "request body")
     if not isinstance(data, dict):
         raise InvalidArgument(f"request body must be a JSON object, got {_kind(data)}")
     return data
 
 
 def dumps(data: Any) -> bytes:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=_default).encode("utf-8")
+    # backslashreplace: a lone surrogate that reached a message still makes valid JSON, not a 500
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=_default)
+    return text.encode("utf-8", "backslashreplace")
 
 
 def _default(value: Any) -> Any:
@@ -152,11 +149,7 @@ def _data(datatype: str, items: list[Any], where: str) -> np.ndarray:
         for i, item in enumerate(items):
             if isinstance(item, bool) or not isinstance(item, (int, float)):
                 raise bad(i, "a number")
-    dtype = DATATYPES[datatype][0]
-    try:
-        return np.array(items, dtype=dtype)
-    except (OverflowError, ValueError, TypeError) as exc:
-        raise InvalidArgument(f"{where}.data: a value does not fit {datatype} ({exc})") from None
+    return to_array(datatype, items, f"{where}.data")
 
 
 def read_tensor(value: Any, where: str) -> Tensor:

@@ -46,8 +46,10 @@ class RouterServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ServerReadyResponse(ready=self.service.ready)
 
     async def ModelReady(self, request: Any, context: Any) -> pb.ModelReadyResponse:  # noqa: N802
-        if request.name != self.model:
-            await _fail(context, NotFound(f"unknown model '{request.name}': this router serves '{self.model}'"))
+        try:
+            self.edge.check_model(request.name, request.version)
+        except NotFound as exc:
+            await _fail(context, exc)
         return pb.ModelReadyResponse(ready=self.service.ready)
 
     async def ServerMetadata(self, request: Any, context: Any) -> pb.ServerMetadataResponse:  # noqa: N802
@@ -55,7 +57,7 @@ class RouterServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelMetadata(self, request: Any, context: Any) -> pb.ModelMetadataResponse:  # noqa: N802
         try:
-            return convert.metadata_to_pb(self.edge.metadata_for(_headers(context), request.name))
+            return convert.metadata_to_pb(self.edge.metadata_for(_headers(context), request.name, request.version))
         except Exception as exc:  # noqa: BLE001 - mapped in one place
             await _fail(context, exc)
         raise AssertionError("unreachable")
@@ -80,6 +82,7 @@ class RouterServicer(pb_grpc.GRPCInferenceServiceServicer):
             async for message in messages:
                 request = convert.request_from_pb(message)
                 async for _, response in self.edge.stream(request, headers, _remaining(context), "ModelStreamInfer"):
-                    yield pb.ModelStreamInferResponse(infer_response=convert.response_to_pb(response))
+                    if response is not None:
+                        yield pb.ModelStreamInferResponse(infer_response=convert.response_to_pb(response))
         except Exception as exc:  # noqa: BLE001
             await _fail(context, exc)

@@ -25,6 +25,14 @@ class RouterSettings(BaseSettings):
     max_question_bytes: int = Field(8192, description="Largest question accepted, in UTF-8 bytes.")
     max_top_k: int = Field(50, description="Largest top_k a request may ask for.")
     max_message_bytes: int = Field(64 * 1024 * 1024, description="Largest gRPC message accepted or sent.")
+    max_inflight: int = Field(
+        80,
+        ge=0,
+        description="Most requests whose graph runs at once (0: no cap); past it a request is refused with "
+        "RESOURCE_EXHAUSTED (HTTP 429) before any node is called. The default is one LLM's capacity at its "
+        "defaults (max_batch_size 16 + max_queued 64): beyond it the LLM refuses anyway, after the guard, the "
+        "encoder and the store have done their work.",
+    )
     log_level: str = Field("INFO", description="Python log level.")
     node_lb_policy: Literal["round_robin", "pick_first"] = Field(
         "round_robin",

@@ -55,6 +55,12 @@ class RouterMetrics:
             "ragraph_router_unauthenticated", "Requests refused for a missing or bad API key.", **kw
         )
         self.inflight_streams = Gauge("ragraph_router_inflight_streams", "Streams being served now.", **kw)
+        self.inflight_requests = Gauge(
+            "ragraph_router_inflight_requests", "Graph runs under way now (capped by max_inflight).", **kw
+        )
+        self.overloaded = Counter(
+            "ragraph_router_overloaded", "Requests refused because max_inflight graph runs were under way.", **kw
+        )
         self.cache = Counter("ragraph_router_cache", "Semantic cache lookups, by result.", ["result"], **kw)
 
 

@@ -24,9 +24,9 @@ from ragraph_client.client import InferenceClient
 
 from tests.fixtures.certs import make_pki
 from tests.fixtures.corpus import ingest_corpus
+from tests.fixtures.rest import QUESTION, call, infer_body, parse_sse
 from tests.fixtures.servers import Service, free_port, start_llm, start_router, wait_for
 
-QUESTION = "How often should the espresso machine be descaled?"
 WINDOW = 2048
 LONG = {"max_tokens": WINDOW - 150, "temperature": 0.0}  # ~2 s of generation
 GREEDY = {"max_tokens": 12, "temperature": 0.0}
@@ -39,13 +39,6 @@ class Keys:
     good: str
     limited: str  # 1 request, then 1 every 50 s
     revoked: str
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: Any
 
 
 @pytest.fixture(scope="module")
@@ -85,57 +78,6 @@ def router(
 
 
 # --- curl-equivalent helpers --------------------------------------------------------------------------
-
-
-def call(
-    router: Service,
-    method: str,
-    path: str,
-    body: Any = None,
-    key: str | None = None,
-    headers: dict[str, str] | None = None,
-    tls: ssl.SSLContext | None = None,
-) -> Reply:
-    """One HTTP request (HTTPS with ``tls``); ``body`` is sent as JSON unless it is bytes. Any
-    status comes back."""
-    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-    url = f"{'https' if tls else 'http'}://{router.http_url}{path}"
-    request = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    if key is not None:
-        request.add_header("Authorization", f"Bearer {key}")
-    for name, value in (headers or {}).items():
-        request.add_header(name, value)
-    try:
-        with urllib.request.urlopen(request, timeout=60, context=tls) as response:
-            status, raw, got = response.status, response.read(), dict(response.headers)
-    except urllib.error.HTTPError as err:
-        status, raw, got = err.code, err.read(), dict(err.headers)
-    got = {k.lower(): v for k, v in got.items()}
-    parsed = json.loads(raw) if got.get("content-type", "").startswith("application/json") else raw.decode()
-    return Reply(status, got, parsed)
-
-
-def infer_body(question: str = QUESTION, parameters: dict | None = None, **extra: Any) -> dict:
-    inputs = [{"name": "question", "shape": [1], "datatype": "BYTES", "data": [question]}]
-    return {"inputs": inputs, "parameters": parameters or {}, **extra}
-
-
-def parse_sse(text: str) -> list[tuple[str, dict]]:
-    """(event name, JSON data) of each SSE frame; the name is "message" when none is given."""
-    frames = []
-    for block in text.replace("\r\n", "\n").split("\n\n"):
-        if not block.strip():
-            continue
-        event, data = "message", []
-        for line in block.split("\n"):
-            if line.startswith("event:"):
-                event = line[len("event:") :].strip()
-            elif line.startswith("data:"):
-                data.append(line[len("data:") :].lstrip())
-        frames.append((event, json.loads("\n".join(data))))
-    return frames
 
 
 def curl_stream(router: Service, key: str, body: dict, headers_file: Path | None = None) -> subprocess.Popen[str]:
