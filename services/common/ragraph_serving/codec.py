@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from mlserver.types import InferenceRequest, InferenceResponse, Parameters, ResponseOutput
 from ragraph_client.errors import InvalidArgument
-from ragraph_client.tensors import DATATYPES, InferRequest, InferResponse, Param, Tensor, check_shape
+from ragraph_client.tensors import DATATYPES, InferRequest, InferResponse, Param, Tensor, check_shape, to_array
 
 _RESERVED = {"content_type", "headers"}
 
@@ -31,10 +31,7 @@ def _tensor(name: str, datatype: Any, shape: list[int], data: Any, parameters: P
         array = np.empty(count, dtype=object)
         array[:] = [s.encode("utf-8") if isinstance(s, str) else bytes(s) for s in items]
     else:
-        try:
-            array = np.asarray(items, dtype=DATATYPES[datatype][0])
-        except (TypeError, ValueError):
-            raise InvalidArgument(f"input '{name}': data does not fit datatype {datatype}") from None
+        array = to_array(datatype, items, f"input '{name}'")  # an INT8 holding 300: INVALID_ARGUMENT, not 500
     return Tensor(name, datatype, shape, array.reshape(shape), _params(parameters))
 
 
