@@ -17,14 +17,9 @@ async def _run_check(graph: Any, timeout: float) -> list[str]:
     from .tokens import resolve
 
     urls = sorted({n.endpoint.url for n in graph.nodes if n.endpoint and n.endpoint.url})
-    # nodes that require the router's service token get it from the same variable the router reads
-    # (else as ``ragraph ingest`` finds it: $RAGRAPH_SERVICE_TOKEN or ``ragraph up``'s file)
-    clients = {
-        url: AsyncInferenceClient(
-            url, headers=service_token_headers(resolve(os.environ.get("RAGRAPH_ROUTER_NODE_TOKEN"), url))
-        )
-        for url in urls
-    }
+    # nodes that require the service token get it as ``ragraph ingest`` finds it: the router's
+    # $RAGRAPH_ROUTER_NODE_TOKEN, $RAGRAPH_SERVICE_TOKEN or ``ragraph up``'s file
+    clients = {url: AsyncInferenceClient(url, headers=service_token_headers(resolve(None, url))) for url in urls}
     try:
         return await contract.check(graph, clients, timeout=timeout)
     finally:

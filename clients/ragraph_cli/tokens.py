@@ -3,9 +3,10 @@
 
 ``ragraph up`` generates a token per run, hands it to its three children by environment, and
 writes it (mode 0600) to ``.ragraph/tokens/HOST_PORT`` for each node it started, removing the
-files when it stops. A client sends ``--token``, else ``$RAGRAPH_SERVICE_TOKEN``, else the file
-written for the node's address, and that only for a loopback address (a token ``up`` generated
-never leaves the machine).
+files when it stops. A client sends ``--token``, else ``$RAGRAPH_SERVICE_TOKEN``, else the
+router's ``$RAGRAPH_ROUTER_NODE_TOKEN`` (so ``ragraph ingest`` works inside a router container),
+else the file written for the node's address, and that only for a loopback address (a token
+``up`` generated never leaves the machine).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import secrets
 from pathlib import Path
 
 TOKEN_ENV = "RAGRAPH_SERVICE_TOKEN"
+ROUTER_TOKEN_ENV = "RAGRAPH_ROUTER_NODE_TOKEN"
 TOKENS_DIR = Path(".ragraph") / "tokens"
 
 
@@ -68,8 +70,9 @@ def resolve(flag: str | None, url: str) -> str | None:
     """The token to send to the node at ``url``: the flag, the variable, or ``up``'s file."""
     if flag:
         return flag
-    if os.environ.get(TOKEN_ENV):
-        return os.environ[TOKEN_ENV]
+    for name in (TOKEN_ENV, ROUTER_TOKEN_ENV):
+        if os.environ.get(name):
+            return os.environ[name]
     if not is_loopback(url):
         return None
     try:

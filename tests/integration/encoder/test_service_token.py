@@ -184,7 +184,7 @@ def _cli(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subpr
     import os
     import sys
 
-    full = {k: v for k, v in os.environ.items() if k != "RAGRAPH_SERVICE_TOKEN"}
+    full = {k: v for k, v in os.environ.items() if k not in ("RAGRAPH_SERVICE_TOKEN", "RAGRAPH_ROUTER_NODE_TOKEN")}
     full.update(env or {})
     cmd = [sys.executable, "-m", "ragraph_cli.main", *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=full, cwd=cwd, timeout=180)
@@ -254,9 +254,13 @@ def test_up_tokens_are_only_read_for_loopback_nodes(
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("RAGRAPH_SERVICE_TOKEN", raising=False)
+    monkeypatch.delenv("RAGRAPH_ROUTER_NODE_TOKEN", raising=False)
     tokens.write_token(url, "from-up")
     assert tokens.is_loopback(url) is loopback
     assert tokens.resolve(None, url) == ("from-up" if loopback else None)
     assert tokens.resolve("flag", url) == "flag"
+    monkeypatch.setenv("RAGRAPH_ROUTER_NODE_TOKEN", "from-router-env")  # inside a router container
+    assert tokens.resolve(None, url) == "from-router-env"
     monkeypatch.setenv("RAGRAPH_SERVICE_TOKEN", "from-env")
     assert tokens.resolve(None, url) == "from-env"
+    assert tokens.resolve("flag", url) == "flag"
