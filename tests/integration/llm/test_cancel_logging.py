@@ -118,3 +118,23 @@ async def test_async_cancels_and_deadlines_mid_stream_log_no_error(llm: Service)
     _settled(llm, before, 9)
     assert _errors_since(llm, offset) == []
     _still_serving(llm)
+
+
+def test_rest_streams_the_client_drops_log_no_error(llm: Service) -> None:
+    import http.client
+    import json
+
+    offset, before = len(llm.log()), llm.metric("ragraph_llm_finished_sequences_total", 'reason="cancelled"')
+    prompt = {"name": "prompt", "datatype": "BYTES", "shape": [1], "data": ["a long rest story"]}
+    body = json.dumps({"inputs": [prompt], "parameters": {"max_tokens": 200, "temperature": "0"}})
+    for _ in range(3):
+        connection = http.client.HTTPConnection("127.0.0.1", llm.http_port, timeout=30)
+        connection.request("POST", "/v2/models/llm/generate_stream", body, {"content-type": "application/json"})
+        response = connection.getresponse()
+        assert response.status == 200
+        assert response.readline().startswith(b"data:")  # the first event, then the client hangs up
+        connection.sock.close()  # type: ignore[union-attr]
+        connection.close()
+    _settled(llm, before, 1)
+    assert _errors_since(llm, offset) == []
+    _still_serving(llm)
