@@ -168,7 +168,7 @@ def test_ask_stream_prints_deltas_then_sources_and_timings(ingested: Up) -> None
 
 def test_ask_errors_are_one_readable_line(ingested: Up) -> None:
     bad = _ragraph("ask", QUESTION, "--router-url", ingested.router_url, "--max-tokens", "-1")
-    assert bad.returncode == 1 and bad.stderr.startswith("ragraph: INVALID_ARGUMENT: node generate")
+    assert bad.returncode == 1 and bad.stderr.startswith("ragraph: INVALID_ARGUMENT: parameter 'max_tokens'")
     assert len(bad.stderr.strip().splitlines()) == 1
 
 
