@@ -15,14 +15,13 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import start_http_server
 from ragraph_client import logs
-from ragraph_client._generated import inference_pb2_grpc as pb_grpc
 
 from .access.gate import Gate
 from .edge import Edge
 from .graph import load
 from .rest import RestGateway
 from .service import RouterService
-from .servicer import RouterServicer
+from .servicer import RouterServicer, add_to_server
 from .settings import RouterSettings
 from .telemetry import RouterMetrics, Tracing
 
@@ -67,7 +66,7 @@ class RouterServer:
             ("grpc.max_receive_message_length", settings.max_message_bytes),
         ]
         server = grpc.aio.server(options=options)
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(RouterServicer(self.edge), server)
+        add_to_server(RouterServicer(self.edge), server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         address = f"{settings.host}:{self.port}"

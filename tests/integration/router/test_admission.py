@@ -34,19 +34,25 @@ def test_past_the_cap_requests_are_refused_before_any_node(router: Service) -> N
     outcome: dict[str, Any] = {}
 
     def long_stream() -> None:
-        with InferenceClient(router.grpc_url, timeout=120) as client:
-            parts = 0
-            for message in client.stream("rag", {"question": [QUESTION]}, {"max_tokens": 240, "temperature": 0.0}):
-                parts += 1
-                if message.outputs and message.outputs[0].name == "answer" and not started.is_set():
-                    started.set()
-                    release.wait(60)  # hold the run open (the stream waits on us) while the probes go
-            outcome["parts"] = parts
+        try:
+            with InferenceClient(router.grpc_url, timeout=120) as client:
+                parts = 0
+                params = {"max_tokens": 240, "temperature": 0.0}
+                for message in client.stream("rag", {"question": [QUESTION]}, params):
+                    parts += 1
+                    if message.outputs and message.outputs[0].name == "answer" and not started.is_set():
+                        started.set()
+                        release.wait(60)  # hold the run open (the stream waits on us) while the probes go
+                outcome["parts"] = parts
+        except Exception as exc:  # noqa: BLE001 - reported by the test below
+            outcome["error"] = exc
+            started.set()
 
     worker = threading.Thread(target=long_stream)
     worker.start()
     try:
-        assert started.wait(60), "the long stream never started"
+        assert started.wait(120), "the long stream never started"
+        assert "error" not in outcome, outcome
         assert router.metric("ragraph_router_inflight_requests") == 1
         guard = router.metric("ragraph_router_node_seconds_count", 'node="guard"')
         overloaded = router.metric("ragraph_router_overloaded_total")

@@ -171,6 +171,26 @@ def test_typed_tensor_contents_out_of_range_over_raw_grpc(router: Service, key: 
     still_serving(router, key)
 
 
+def test_bytes_that_are_no_message_are_invalid_argument(router: Service, key: str) -> None:
+    """Invalid UTF-8 in a string field: protobuf cannot parse the message at all."""
+    good = question_request(max_tokens="2")
+    good.id = "utf8-probe"
+    raw = good.SerializeToString().replace(b"utf8-probe", b"utf8-\xff\xfe\xfd\xfc\xfb")
+    auth = (("authorization", f"Bearer {key}"),)
+    expected = "the request is not a valid inference.ModelInferRequest message (Error parsing message"
+    with grpc.insecure_channel(router.grpc_url) as channel:
+        unary = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        streaming = channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer")
+        for call in (lambda: unary(raw, timeout=30, metadata=auth), lambda: list(streaming(iter([raw]), timeout=30))):
+            with pytest.raises(grpc.RpcError) as info:
+                call()
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+            assert str(info.value.details()).startswith(expected), info.value.details()
+        assert pb.ModelInferResponse.FromString(unary(good.SerializeToString(), timeout=60, metadata=auth)).id == (
+            "utf8-probe"
+        )
+
+
 def test_request_ids_outside_the_charset_are_refused_over_grpc(router: Service, key: str, stub: Any) -> None:
     for bad in ("a\nb", "évian", "x" * 129, "two words", ""):
         message = question_request()
