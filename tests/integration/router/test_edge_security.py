@@ -21,7 +21,7 @@ from ragraph_client.errors import InvalidArgument, RagraphError, ResourceExhaust
 
 from tests.fixtures.certs import Pki, make_pki
 from tests.fixtures.redis_server import SKIP_REASON, start_redis
-from tests.fixtures.servers import REPO, Service, start_router
+from tests.fixtures.servers import REPO, Service, graph_env, start_router
 
 QUESTION = "For how many months do we keep the first-of-month copies of the ledger database?"
 ASK = {"max_tokens": 4, "temperature": 0.0}
@@ -34,11 +34,6 @@ def _keys(path: Path, name: str, *flags: str) -> dict:
         capture_output=True, text=True, check=True, cwd=REPO,
     )  # fmt: skip
     return json.loads(out.stdout)
-
-
-def _env(encoder: Service, llm: Service, store: str, **router: str) -> dict[str, str]:
-    env = {"RAGRAPH_ENCODER_URL": encoder.grpc_url, "RAGRAPH_LLM_URL": llm.grpc_url, "RAGRAPH_STORE": store}
-    return {**env, **{f"RAGRAPH_ROUTER_{k.upper()}": v for k, v in router.items()}}
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +54,7 @@ def secured(
     tmp_path_factory: pytest.TempPathFactory, encoder_service: Service, llm_service: Service, store_uri: str,
     keyring: dict,
 ) -> Iterator[Service]:  # fmt: skip
-    env = _env(encoder_service, llm_service, store_uri, api_keys_file=str(keyring["path"]), log_level="DEBUG")
+    env = graph_env(encoder_service, llm_service, store_uri, api_keys_file=str(keyring["path"]), log_level="DEBUG")
     router = start_router(tmp_path_factory.mktemp("secured") / "router.log", env)
     yield router
     router.stop()

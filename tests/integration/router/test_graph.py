@@ -11,13 +11,9 @@ import pytest
 from ragraph_client.client import InferenceClient
 from ragraph_client.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
 
-from tests.fixtures.servers import Service, start_router, wait_for
+from tests.fixtures.servers import Service, graph_env, start_router, wait_for
 
 QUESTION = "For how many months do we keep the first-of-month copies of the ledger database?"
-
-
-def _env(encoder: Service, llm: Service, store: str) -> dict[str, str]:
-    return {"RAGRAPH_ENCODER_URL": encoder.grpc_url, "RAGRAPH_LLM_URL": llm.grpc_url, "RAGRAPH_STORE": store}
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +21,7 @@ def router(
     tmp_path_factory: pytest.TempPathFactory, encoder_service: Service, llm_service: Service, store_uri: str
 ) -> Iterator[Service]:
     service = start_router(
-        tmp_path_factory.mktemp("router") / "router.log", _env(encoder_service, llm_service, store_uri)
+        tmp_path_factory.mktemp("router") / "router.log", graph_env(encoder_service, llm_service, store_uri)
     )
     yield service
     service.stop()
@@ -135,7 +131,7 @@ def test_skip_policy_still_answers_flagged(
 ) -> None:
     graph = tmp_path / "policies.yaml"
     graph.write_text(POLICY_GRAPH)
-    router = start_router(tmp_path / "router.log", _env(encoder_service, llm_service, store_uri), graph)
+    router = start_router(tmp_path / "router.log", graph_env(encoder_service, llm_service, store_uri), graph)
     try:
         with InferenceClient(router.grpc_url, timeout=60) as client:
             reply = client.infer("rag", {"question": [QUESTION]}, {"max_tokens": 4})
@@ -154,7 +150,7 @@ def test_node_deadline_expires_mid_graph(
     before the caller's 60 s deadline; the LLM sees its call cancelled."""
     graph = tmp_path / "capped.yaml"
     graph.write_text(POLICY_GRAPH.replace("timeout_ms: 60000", "timeout_ms: 150"))
-    router = start_router(tmp_path / "router.log", _env(encoder_service, llm_service, store_uri), graph)
+    router = start_router(tmp_path / "router.log", graph_env(encoder_service, llm_service, store_uri), graph)
     try:
         with InferenceClient(router.grpc_url, timeout=60) as client:
             cancelled = llm_service.metric("ragraph_llm_finished_sequences_total", 'reason="cancelled"')
@@ -175,7 +171,7 @@ def test_contract_mismatch_names_the_edge(tmp_path: Path, encoder_service: Servi
             "no_such_labelset", "answer_class"
         )
     )
-    env = _env(encoder_service, llm_service, f"local://{tmp_path}/empty")
+    env = graph_env(encoder_service, llm_service, f"local://{tmp_path}/empty")
     router = start_router(tmp_path / "router.log", env, graph, wait_ready=False)
     try:
         with InferenceClient(router.grpc_url, timeout=10) as client:
@@ -214,7 +210,7 @@ def test_output_guard_stops_the_stream(
     call is cancelled; the client sees the terminal message, then the final response."""
     graph = tmp_path / "guarded.yaml"
     graph.write_text(GUARDED_GRAPH)
-    router = start_router(tmp_path / "router.log", _env(encoder_service, llm_service, store_uri), graph)
+    router = start_router(tmp_path / "router.log", graph_env(encoder_service, llm_service, store_uri), graph)
     cancelled = llm_service.metric("ragraph_llm_finished_sequences_total", 'reason="cancelled"')
     try:
         with InferenceClient(router.grpc_url, timeout=60) as client:
