@@ -134,6 +134,28 @@ def test_rest_bodies_that_broke_the_decoders_are_400(router: Service, key: str, 
     still_serving(router, key)
 
 
+def test_the_llm_reads_caller_json_through_the_same_limits(llm_service: Service) -> None:
+    """messages, stop and context straight to the LLM node (no router in front)."""
+    from ragraph_client.client import InferenceClient
+    from ragraph_client.errors import InvalidArgument
+
+    hello = json.dumps([{"role": "user", "content": "hi"}])
+    cases = [
+        ({"messages": ["[" * 50_000 + "]" * 50_000]}, {}, "input 'messages' is nested deeper than 32 levels"),
+        ({"messages": ['[{"role": "user", "content": "\\ud800"}]']}, {},
+         "input 'messages' at [0].content: string holds a lone UTF-16 surrogate"),
+        ({"messages": [hello]}, {"stop": "[" * 3000 + "]" * 3000}, "parameter 'stop' is nested deeper than 32"),
+        ({"messages": [hello]}, {"context": '["a", {"b": ' * 20 + "1" + "}]" * 20},
+         "parameter 'context' is nested deeper than 32 levels"),
+    ]  # fmt: skip
+    with InferenceClient(llm_service.grpc_url, timeout=30, float_params="string") as client:
+        for inputs, params, needle in cases:
+            with pytest.raises(InvalidArgument) as info:
+                client.infer("llm", inputs, {"max_tokens": 2, **params})
+            assert needle in info.value.message, info.value.message
+        assert client.infer("llm", {"messages": [hello]}, {"max_tokens": 2}).parameters["completion_tokens"] == 2
+
+
 @pytest.mark.parametrize(
     ("spec", "needle"),
     [
