@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .connection import add_connection_args, client_kwargs
 
@@ -22,10 +23,27 @@ def _overrides(args: argparse.Namespace, names: Sequence[str]) -> dict[str, obje
 _COMMON = ("model", "grpc_port", "http_port", "metrics_port", "host", "device")
 
 
+def _serve_node(settings: Any, create_server: Callable[[Any], tuple[Any, int]], server_name: str) -> int:
+    """Serve an MLServer-hosted node: its own settings, or, when launched the way MLServer's image
+    is (``MLSERVER_MODELS_DIR`` set, e.g. by Seldon Core 2), the ``MLSERVER_*`` settings and models dir."""
+    from ragraph_serving import mlserver_env
+    from ragraph_serving.server import run
+
+    if mlserver_env.requested():
+        try:
+            server = mlserver_env.create_from_environment(settings, server_name)
+        except mlserver_env.LaunchError as exc:
+            print(f"ragraph: {exc}", file=sys.stderr)
+            return 2
+    else:
+        server, _ = create_server(settings)
+    run(server, settings.log_level, settings.log_format)
+    return 0
+
+
 def _serve_encoder(args: argparse.Namespace) -> int:
     from ragraph_encoder.server import create_server
     from ragraph_encoder.settings import EncoderSettings
-    from ragraph_serving.server import run
 
     overrides = _overrides(args, _COMMON)
     if args.labelset:
@@ -38,21 +56,16 @@ def _serve_encoder(args: argparse.Namespace) -> int:
             labelsets[name] = path
         overrides["labelsets"] = labelsets
     settings = EncoderSettings(**overrides)  # type: ignore[arg-type]
-    server, port = create_server(settings)
-    run(server, settings.log_level, settings.log_format)
-    return 0
+    return _serve_node(settings, create_server, "ragraph-encoder")
 
 
 def _serve_llm(args: argparse.Namespace) -> int:
     from ragraph_llm.server import create_server
     from ragraph_llm.settings import LLMSettings
-    from ragraph_serving.server import run
 
     fields = (*_COMMON, "gguf_file", "dtype", "max_batch_size", "max_queued", "context_window")
     settings = LLMSettings(**_overrides(args, fields))  # type: ignore[arg-type]
-    server, port = create_server(settings)
-    run(server, settings.log_level, settings.log_format)
-    return 0
+    return _serve_node(settings, create_server, "ragraph-llm")
 
 
 def _serve_router(args: argparse.Namespace) -> int:

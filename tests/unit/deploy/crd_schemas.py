@@ -1,12 +1,21 @@
-"""Small hand-written JSON schemas for the custom resources ragraph ships (kubernetes-validate has
-only the core API). They hold what each CRD requires, the types of the fields we use, and the
-set of fields each level accepts, so that a missing or misspelt field fails a test. Written from
-the CRDs' documentation: KEDA v2 ScaledObject, Prometheus Operator ServiceMonitor, Seldon Core 1
-SeldonDeployment, Seldon Core 2 Model and Server."""
+"""Schemas for the custom resources ragraph ships (kubernetes-validate has only the core API).
+
+Seldon Core 2 (Model, Server), KServe (ServingRuntime, InferenceService) and the Prometheus
+Operator (ServiceMonitor, PrometheusRule) are checked against their published CRDs, stored in
+data/crds/ (crd_extract.py made them; each names its source commit), with unknown fields refused
+as the API server's strict field validation does. KEDA's ScaledObject and Seldon Core 1's
+SeldonDeployment keep small hand-written schemas (what each requires, the types of the fields we
+use, the fields each level accepts), written from their documentation."""
 
 from __future__ import annotations
 
+import functools
+import gzip
+import json
+from pathlib import Path
 from typing import Any
+
+DATA = Path(__file__).resolve().parent / "data" / "crds"
 
 _STR = {"type": "string"}
 _INT = {"type": "integer"}
@@ -94,45 +103,6 @@ SCALED_OBJECT = _resource(
     },
 )
 
-SERVICE_MONITOR = _resource(
-    "monitoring.coreos.com/v1",
-    "ServiceMonitor",
-    {
-        "type": "object",
-        "required": ["selector", "endpoints"],
-        "additionalProperties": False,
-        "properties": {
-            "selector": {
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {"matchLabels": _STRMAP, "matchExpressions": {"type": "array"}},
-            },
-            "namespaceSelector": {"type": "object"},
-            "jobLabel": _STR,
-            "endpoints": {
-                "type": "array",
-                "minItems": 1,
-                "items": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "anyOf": [{"required": ["port"]}, {"required": ["targetPort"]}],
-                    "properties": {
-                        "port": _STR,
-                        "targetPort": {"type": ["string", "integer"]},
-                        "path": _STR,
-                        "scheme": {"enum": ["http", "https"]},
-                        "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
-                        "scrapeTimeout": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
-                        "honorLabels": {"type": "boolean"},
-                        "relabelings": {"type": "array"},
-                        "metricRelabelings": {"type": "array"},
-                    },
-                },
-            },
-        },
-    },
-)
-
 _GRAPH_NODE: dict[str, Any] = {
     "type": "object",
     "required": ["name"],
@@ -204,75 +174,67 @@ SELDON_DEPLOYMENT = {
     "$defs": {"node": _GRAPH_NODE},
 }
 
-SELDON_MODEL = _resource(
-    "mlops.seldon.io/v1alpha1",
-    "Model",
-    {
-        "type": "object",
-        "required": ["storageUri"],
-        "additionalProperties": False,
-        "properties": {
-            "storageUri": {"type": "string", "pattern": "^(gs|s3|https?|file|azure)://"},
-            "artifactVersion": _INT,
-            "schemaUri": _STR,
-            "requirements": {"type": "array", "items": _STR},
-            "memory": {"type": "string", "pattern": "^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$"},
-            "server": _STR,
-            "preloaded": {"type": "boolean"},
-            "dedicated": {"type": "boolean"},
-            "replicas": {"type": "integer", "minimum": 0},
-            "minReplicas": _INT,
-            "maxReplicas": _INT,
-            "parameters": {"type": "array"},
-            "logger": {"type": "object"},
-            "explainer": {"type": "object"},
-            "llm": {"type": "object"},
-        },
-    },
-)
-
-SELDON_SERVER = _resource(
-    "mlops.seldon.io/v1alpha1",
-    "Server",
-    {
-        "type": "object",
-        "required": ["serverConfig"],
-        "additionalProperties": False,
-        "properties": {
-            "serverConfig": _STR,
-            "replicas": _INT,
-            "minReplicas": _INT,
-            "maxReplicas": _INT,
-            "capabilities": {"type": "array", "items": _STR},
-            "extraCapabilities": {"type": "array", "items": _STR},
-            "podSpec": {
-                "type": "object",
-                "properties": {
-                    "containers": {
-                        "type": "array",
-                        "items": {"type": "object", "required": ["name"]},
-                    }
-                },
-            },
-            "statefulSetPersistentVolumeClaimRetentionPolicy": {"type": "object"},
-            "disableAutoUpdate": {"type": "boolean"},
-        },
-    },
-)
-
-BY_KIND = {
+HAND_WRITTEN = {
     ("keda.sh/v1alpha1", "ScaledObject"): SCALED_OBJECT,
-    ("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICE_MONITOR,
     ("machinelearning.seldon.io/v1", "SeldonDeployment"): SELDON_DEPLOYMENT,
-    ("mlops.seldon.io/v1alpha1", "Model"): SELDON_MODEL,
-    ("mlops.seldon.io/v1alpha1", "Server"): SELDON_SERVER,
 }
+
+# The published CRDs (data/crds/*.json.gz, made by crd_extract.py: each file names its source
+# repository, path and commit), by the kind they define.
+CRD_FILES = {
+    ("mlops.seldon.io/v1alpha1", "Model"): "mlops.seldon.io_model",
+    ("mlops.seldon.io/v1alpha1", "Server"): "mlops.seldon.io_server",
+    ("serving.kserve.io/v1alpha1", "ServingRuntime"): "serving.kserve.io_servingruntime",
+    ("serving.kserve.io/v1beta1", "InferenceService"): "serving.kserve.io_inferenceservice",
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "monitoring.coreos.com_servicemonitor",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "monitoring.coreos.com_prometheusrule",
+}
+_METADATA = _resource("", "", {})["properties"]["metadata"]
+
+
+def _strict(node: Any) -> Any:
+    """A CRD's structural schema as JSON Schema that, like the API server's strict field
+    validation (kubectl apply --validate=strict), refuses fields the schema does not declare."""
+    if isinstance(node, list):
+        return [_strict(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _strict(v) for k, v in node.items() if not k.startswith("x-kubernetes-") and k != "nullable"}
+    if node.get("x-kubernetes-int-or-string") and "anyOf" not in out:
+        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    if node.get("nullable") and isinstance(out.get("type"), str):
+        out["type"] = [out["type"], "null"]
+    is_object = node.get("type") == "object" or "properties" in node
+    if is_object and "additionalProperties" not in node and not node.get("x-kubernetes-preserve-unknown-fields"):
+        out["additionalProperties"] = False if "properties" in node else out.get("additionalProperties", True)
+    return out
+
+
+@functools.cache
+def published(api_version: str, kind: str) -> dict[str, Any]:
+    """The published CRD's schema for ``kind`` (strict, see :func:`_strict`), metadata checked as
+    Kubernetes names it."""
+    data = json.loads(gzip.decompress((DATA / f"{CRD_FILES[(api_version, kind)]}.json.gz").read_bytes()))
+    assert (data["apiVersion"], data["kind"]) == (api_version, kind)
+    schema = _strict(data["schema"])
+    schema["properties"]["metadata"] = _METADATA
+    schema["properties"]["apiVersion"] = {"const": api_version}
+    schema["properties"]["kind"] = {"const": kind}
+    schema["required"] = sorted({*schema.get("required", []), "apiVersion", "kind", "metadata", "spec"})
+    return schema
+
+
+def crd_source(api_version: str, kind: str) -> str:
+    """Where the stored schema of ``kind`` came from (repository, path, commit)."""
+    path = DATA / f"{CRD_FILES[(api_version, kind)]}.json.gz"
+    return str(json.loads(gzip.decompress(path.read_bytes()))["source"])
 
 
 def crd_errors(obj: dict[str, Any]) -> list[str]:
     """Schema violations of a custom resource (a KeyError for a kind we have no schema for)."""
     import jsonschema
 
-    schema = BY_KIND[(obj.get("apiVersion", ""), obj.get("kind", ""))]
+    key = (obj.get("apiVersion", ""), obj.get("kind", ""))
+    schema = published(*key) if key in CRD_FILES else HAND_WRITTEN[key]
     validator = jsonschema.Draft202012Validator(schema)
     return sorted(f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(obj))

@@ -34,7 +34,11 @@ THIRD_PARTY_ENV: dict[str, str] = {
     "PATH": "the image's venv first",
 }
 # OpenTelemetry's standard variables (ragraph_router.telemetry), any OTEL_* name
-THIRD_PARTY_PREFIXES: dict[str, str] = {"OTEL_": "OpenTelemetry SDK configuration (router tracing)"}
+THIRD_PARTY_PREFIXES: dict[str, str] = {
+    "OTEL_": "OpenTelemetry SDK configuration (router tracing)",
+    "MLSERVER_": "MLServer's settings, which ragraph serve encoder|llm reads when launched as MLServer's image is "
+    "(ragraph_serving.mlserver_env: Seldon Core 2)",
+}
 
 
 def settings_env(service: str) -> set[str]:
