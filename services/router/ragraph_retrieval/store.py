@@ -1,8 +1,10 @@
-"""The vector store interface both backends implement, and the URI that picks one.
+"""The vector store interface every backend implements, and the URI that picks one.
 
 ``local://PATH`` is the embedded store (SQLite + numpy, :mod:`.local`); ``pinecone://INDEX`` is
-Pinecone (:mod:`.pinecone_store`). Query parameters configure either, e.g.
-``local://.ragraph/store?index=hnsw`` or ``pinecone://docs?namespace=prod&host=http://localhost:5081``.
+Pinecone (:mod:`.pinecone_store`); ``postgres://USER@HOST:PORT/DB`` (or ``postgresql://``) is
+PostgreSQL + pgvector (:mod:`.postgres_store`). Query parameters configure each, e.g.
+``local://.ragraph/store?index=hnsw``, ``pinecone://docs?namespace=prod&host=http://localhost:5081``
+or ``postgres://ragraph@db:5432/ragraph?table=docs&ef_search=100``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import numpy as np
 from ragraph_client.errors import InvalidArgument
@@ -180,4 +182,9 @@ def open_store(uri: str | None = None, **overrides: str) -> VectorStore:
         if not parts.netloc:
             raise InvalidArgument(f"store URI {uri!r}: pinecone:// wants an index name, e.g. pinecone://docs")
         return PineconeStore(parts.netloc, uri=uri, **options)
-    raise InvalidArgument(f"store URI {uri!r}: scheme must be local:// or pinecone://")
+    if parts.scheme in ("postgres", "postgresql"):
+        from .postgres_store import PostgresStore
+
+        conninfo = urlunsplit(parts._replace(query="", fragment=""))
+        return PostgresStore(conninfo, uri=urlunsplit(parts._replace(fragment="")), **options)
+    raise InvalidArgument(f"store URI {uri!r}: scheme must be local://, pinecone:// or postgres://")

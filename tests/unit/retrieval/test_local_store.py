@@ -1,5 +1,7 @@
-"""The embedded store: the shared filter table, exact top-k against brute force, namespaces,
-document operations, limits, and a second connection seeing writes."""
+"""The embedded store: the shared filter table, exact top-k against brute force, concurrent
+opening, the HNSW option and URI errors. The rest of the store contract (namespaces, documents,
+limits, a second connection seeing writes) runs against this store and ``postgres://`` alike in
+tests/integration/retrieval/test_store_contract.py."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import pytest
 from ragraph_client.errors import InvalidArgument
 from ragraph_retrieval import filters
 from ragraph_retrieval.local import LocalStore
-from ragraph_retrieval.store import MAX_METADATA_BYTES, Record, open_store
+from ragraph_retrieval.store import Record, open_store
 
 from tests.fixtures.filter_cases import FILTER_CASES, FILTER_RECORDS, INVALID_FILTERS, case_ids, invalid_case_ids
 
@@ -66,80 +68,6 @@ def test_exact_top_k_matches_brute_force(tmp_path: Path) -> None:
     expected = sorted(keep, key=lambda i: -float(unit[i] @ (q / np.linalg.norm(q))))[:5]
     got = store.query(q, top_k=5, filter=filters.parse({"n": {"$in": keep}}))
     assert [m.id for m in got] == [f"v{i}" for i in expected]
-
-
-def test_namespaces_documents_fetch_delete(tmp_path: Path) -> None:
-    store = open_store(f"local://{tmp_path}/s?namespace=docs")
-    assert isinstance(store, LocalStore) and store.namespace == "docs"
-    v = _vectors(6, 4)
-    store.upsert([Record(f"a.md#{i}", v[i], {"doc_id": "a.md", "chunk": i}) for i in range(3)])
-    store.upsert([Record(f"b.md#{i}", v[3 + i], {"doc_id": "b.md", "chunk": i}) for i in range(3)])
-    store.upsert([Record("a.md#0", v[0], {"doc_id": "a.md"})], namespace="other")
-    assert store.stats().namespaces == {"docs": 6, "other": 1}
-    assert store.document_ids() == {"a.md", "b.md"}
-    assert set(store.document_chunks("a.md")) == {"a.md#0", "a.md#1", "a.md#2"}
-    fetched = store.fetch(["a.md#1", "missing"])
-    assert list(fetched) == ["a.md#1"] and np.allclose(fetched["a.md#1"].vector, v[1])
-    assert store.delete_document("a.md") == 3
-    assert store.delete(["b.md#0", "nope"]) == 1
-    assert store.stats().namespaces == {"docs": 2, "other": 1}
-    store.delete_namespace("other")
-    assert store.stats().namespaces == {"docs": 2}
-    assert [m.id for m in store.query(v[4], 1)] == ["b.md#1"]
-
-
-def test_replace_is_one_transaction(tmp_path: Path) -> None:
-    store = LocalStore(str(tmp_path / "s"))
-    v = _vectors(4, 4)
-    store.upsert([Record(f"d#{i}", v[i], {"doc_id": "d"}) for i in range(3)])
-    bad = Record("d#0", np.ones(5, dtype=np.float32), {"doc_id": "d"})  # wrong dimension
-    with pytest.raises(InvalidArgument, match="shape"):
-        store.replace([bad], ["d#1", "d#2"])
-    assert set(store.document_chunks("d")) == {"d#0", "d#1", "d#2"}  # nothing was deleted
-    store.replace([Record("d#0", v[3], {"doc_id": "d"})], ["d#1", "d#2"])
-    assert set(store.document_chunks("d")) == {"d#0"}
-
-
-@pytest.mark.parametrize(
-    ("record", "needle"),
-    [
-        (Record("", np.ones(4, np.float32)), "record id"),
-        (Record("x", np.ones(4, np.float32), {"m": None}), "metadata field 'm'"),
-        (Record("x", np.ones(4, np.float32), {"m": {"nested": 1}}), "metadata field 'm'"),
-        (Record("x", np.ones(4, np.float32), {"m": [1, 2]}), "metadata field 'm'"),
-        (Record("x", np.array([1, np.nan, 0, 0], np.float32)), "NaN"),
-        (Record("x", np.ones(4, np.float32), {"text": "x" * MAX_METADATA_BYTES}), "limit of 40960"),
-    ],
-)
-def test_bad_records_are_rejected_naming_the_field(tmp_path: Path, record: Record, needle: str) -> None:
-    store = LocalStore(str(tmp_path / "s"))
-    store.upsert([Record("ok", np.ones(4, np.float32))])
-    with pytest.raises(InvalidArgument) as info:
-        store.upsert([record])
-    assert needle in str(info.value)
-    assert store.stats().total == 1
-
-
-def test_query_validation(tmp_path: Path) -> None:
-    store = LocalStore(str(tmp_path / "s"))
-    assert store.query(np.ones(4, np.float32)) == []  # empty store
-    store.upsert([Record("a", np.ones(4, np.float32))])
-    with pytest.raises(InvalidArgument, match="top_k"):
-        store.query(np.ones(4, np.float32), top_k=0)
-    with pytest.raises(InvalidArgument, match=r"shape \[3\]"):
-        store.query(np.ones(3, np.float32))
-
-
-def test_second_connection_sees_writes(tmp_path: Path) -> None:
-    path = str(tmp_path / "s")
-    reader, writer = LocalStore(path), LocalStore(path)
-    writer.upsert([Record("a", np.array([1, 0], np.float32))])
-    assert [m.id for m in reader.query(np.array([0, 1], np.float32))] == ["a"]
-    writer.upsert([Record("b", np.array([0, 1], np.float32))])
-    assert [m.id for m in reader.query(np.array([0, 1], np.float32))][0] == "b"
-    writer.delete(["b"])
-    assert [m.id for m in reader.query(np.array([0, 1], np.float32))] == ["a"]
-
 
 
 def _open_together(path: str, n: int) -> list[BaseException]:
