@@ -58,41 +58,68 @@ def _check_node(graph: Graph, node: Node, meta: ModelMetadata) -> list[str]:
     return problems
 
 
-async def _fetch(client: AsyncInferenceClient, model: str, timeout: float) -> ModelMetadata | str:
-    """The model's metadata, or why it cannot be had."""
+# (url, model, the node's metadata as sorted pairs): what one check call addresses
+Key = tuple[str, str, tuple[tuple[str, str], ...]]
+
+
+async def _fetch(client: AsyncInferenceClient, key: Key, timeout: float) -> ModelMetadata | str:
+    """The model's metadata, or why it cannot be had (asked with the node's own metadata, e.g. the
+    ``seldon-model`` header a mesh routes by)."""
+    _, model, pairs = key
+    headers = dict(pairs)
     try:
-        if not await client.model_ready(model, timeout=timeout):
+        if not await client.model_ready(model, timeout=timeout, headers=headers):
             return "is not ready"
-        return await client.metadata(model, timeout=timeout)
+        return await client.metadata(model, timeout=timeout, headers=headers)
     except RagraphError as exc:
         return f"unreachable ({exc.code.name}: {exc.message})"
 
 
-async def check(graph: Graph, clients: Mapping[str, AsyncInferenceClient], timeout: float = 5.0) -> list[str]:
-    """Every problem found, one line each naming the edge and both sides; [] when the graph fits.
-    Each (server, model) is asked once, all of them concurrently, so one hung node costs one
-    ``timeout``, not one per node."""
+def _key(url: str, model: str, headers: Mapping[str, str]) -> Key:
+    return (url, model, tuple(sorted(headers.items())))
+
+
+async def check_nodes(
+    graph: Graph, clients: Mapping[str, AsyncInferenceClient], timeout: float = 5.0
+) -> tuple[list[str], list[str]]:
+    """(problems, optional nodes down). A problem is one line naming the edge and both sides, or a
+    required node that cannot be reached. A node whose ``on_error`` is ``skip`` or ``default`` is
+    optional: requests go on without it, so its being unreachable or not ready is reported in the
+    second list, not as a problem (an optional node that answers but does not fit the graph still
+    is one). Each (server, model, metadata) is asked once, all concurrently, so one hung node
+    costs one ``timeout``, not one per node."""
     nodes = [n for n in graph.nodes if n.type == "MODEL" and n.endpoint and n.endpoint.url and n.endpoint.model]
-    keys = sorted(
-        {(n.endpoint.url, n.endpoint.model) for n in nodes if n.endpoint and n.endpoint.url and n.endpoint.model}
-    )
+    keys = {_key(n.endpoint.url, n.endpoint.model, n.endpoint.headers) for n in nodes if n.endpoint
+            and n.endpoint.url and n.endpoint.model}  # fmt: skip
     guards = [n for n in graph.nodes if n.output_guard]
-    keys = sorted({*keys, *((g.output_guard.url, g.output_guard.model) for g in guards if g.output_guard)})
-    answers = await asyncio.gather(*(_fetch(clients[url], model, timeout) for url, model in keys))
-    found = dict(zip(keys, answers, strict=True))
+    keys |= {_key(g.output_guard.url, g.output_guard.model, g.output_guard.headers) for g in guards if g.output_guard}
+    ordered = sorted(keys)
+    answers = await asyncio.gather(*(_fetch(clients[key[0]], key, timeout) for key in ordered))
+    found = dict(zip(ordered, answers, strict=True))
     problems: list[str] = []
+    down: list[str] = []
     for node in nodes:
         assert node.endpoint and node.endpoint.url and node.endpoint.model
-        meta = found[(node.endpoint.url, node.endpoint.model)]
+        meta = found[_key(node.endpoint.url, node.endpoint.model, node.endpoint.headers)]
         if isinstance(meta, str):
-            problems.append(f"node {node.name}: {_where(node)} {meta}")
+            line = f"node {node.name}: {_where(node)} {meta}"
+            if node.on_error == "fail":
+                problems.append(line)
+            else:
+                down.append(f"{line} (optional, on_error: {node.on_error})")
         else:
             problems.extend(_check_node(graph, node, meta))
     for node in guards:
         assert node.output_guard
-        answer = found[(node.output_guard.url, node.output_guard.model)]
+        guard = node.output_guard
+        answer = found[_key(guard.url, guard.model, guard.headers)]
         if isinstance(answer, str):
-            problems.append(
-                f"node {node.name} output guard: {node.output_guard.model}@{node.output_guard.url} {answer}"
-            )
-    return problems
+            problems.append(f"node {node.name} output guard: {guard.model}@{guard.url} {answer}")
+    return problems, down
+
+
+async def check(graph: Graph, clients: Mapping[str, AsyncInferenceClient], timeout: float = 5.0) -> list[str]:
+    """Every problem found, optional nodes that are down included; [] when the graph fits and every
+    node answers (``ragraph graph check``)."""
+    problems, down = await check_nodes(graph, clients, timeout)
+    return problems + down

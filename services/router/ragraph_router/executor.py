@@ -94,6 +94,7 @@ class Executor:
     ) -> AsyncIterator[Event]:
         assert node.endpoint and node.endpoint.url and node.endpoint.model
         client, model = self.clients[node.endpoint.url], node.endpoint.model
+        headers = {**node.endpoint.headers, **headers}  # the node's own metadata (e.g. seldon-model)
         inputs = {k: as_input(k, v) for k, v in self._inputs(node, values).items()}
         params = self._params(node, request)
         if not node.stream:
@@ -146,6 +147,7 @@ class Executor:
         window = text[-guard.window_chars :]
         timeout = max(0.001, deadline - time.monotonic())
         params = {"labelset": guard.labelset}
+        headers = {**guard.headers, **headers}
         reply = await client.infer(guard.model, {"text": [window]}, params, timeout=timeout, headers=headers)
         label = reply.output("label").as_strings()[0]
         score = float(reply.output("score").as_numpy().reshape(-1)[0])

@@ -31,6 +31,32 @@ class Endpoint(BaseModel):
     url: str | None = Field(None, description="host:port of a V2 gRPC server (MODEL nodes).")
     model: str | None = Field(None, description="V2 model name on that server.")
     store: str | None = Field(None, description="Store URI (RETRIEVER, CACHE nodes): local://PATH or pinecone://INDEX.")
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="gRPC metadata sent with every call to this node (MODEL nodes), e.g. {seldon-model: llm} "
+        "for a model behind Seldon Core 2's mesh; names lowercase, not grpc-* or the router's own.",
+    )
+
+    @field_validator("headers")
+    @classmethod
+    def _metadata_names(cls, headers: dict[str, str]) -> dict[str, str]:
+        return checked_headers(headers)
+
+
+_HEADER_NAME = re.compile(r"^[0-9a-z_.-]+$")
+_OWN_HEADERS = {"x-ragraph-service-token", "x-request-id", "traceparent", "tracestate", "authorization"}
+
+
+def checked_headers(headers: dict[str, str]) -> dict[str, str]:
+    """Per-node gRPC metadata: valid lowercase names, printable values, none the router sets itself."""
+    for name, value in headers.items():
+        if not _HEADER_NAME.match(name) or name.startswith("grpc-") or name.endswith("-bin"):
+            raise ValueError(f"header {name!r}: a name is lowercase letters, digits, '-', '_', '.', not grpc-*/*-bin")
+        if name in _OWN_HEADERS:
+            raise ValueError(f"header {name!r} is set by the router itself")
+        if not value.isprintable():
+            raise ValueError(f"header {name!r}: the value must be printable text")
+    return headers
 
 
 class Condition(BaseModel):
@@ -46,12 +72,18 @@ class OutputGuard(BaseModel):
     model_config = ConfigDict(extra="forbid")
     url: str = Field(description="host:port of the V2 server with the classifier.")
     model: str = "classifier"
+    headers: dict[str, str] = Field(default_factory=dict, description="gRPC metadata sent with every call.")
     labelset: str = "answer_class"
     block_labels: list[str] = Field(min_length=1)
     threshold: float = Field(0.0, ge=0.0, le=1.0, description="Least classifier score that blocks.")
     window_chars: int = Field(400, gt=0, description="How much of the answer's tail is classified.")
     every_chars: int = Field(120, gt=0, description="Classify again after this many new characters.")
     message: str = " [stopped: the answer was blocked by the output guard]"
+
+    @field_validator("headers")
+    @classmethod
+    def _metadata_names(cls, headers: dict[str, str]) -> dict[str, str]:
+        return checked_headers(headers)
 
 
 class CacheParameters(BaseModel):

@@ -59,16 +59,23 @@ class RouterService:
         self.ready = False
         self.problems: list[str] = ["not checked yet"]
         self._logged: list[str] = []  # the problems last logged, so each new set is logged once
+        self.degraded: list[str] = []  # optional nodes found down by the last check
         self._watch: asyncio.Task[None] | None = None
 
     async def check(self) -> list[str]:
+        """Readiness: every required node answers and fits the graph. Optional nodes (on_error skip
+        or default) that are down leave the router ready, with a warning."""
         timeout = max(0.5, min(5.0, self.settings.check_interval_s))
-        self.problems = await contract.check(self.graph, self.clients, timeout)
+        self.problems, down = await contract.check_nodes(self.graph, self.clients, timeout)
         if self.problems and (self.ready or self.problems != self._logged):
             log.warning("router not ready: %s", "; ".join(self.problems))
             self._logged = list(self.problems)
         elif not self.problems and not self.ready:
-            log.info("router ready: every node of graph %s passed the contract check", self.graph.name)
+            log.info("router ready: every required node of graph %s passed the contract check", self.graph.name)
+        if down != self.degraded:
+            if down:
+                log.warning("serving without optional nodes: %s", "; ".join(down))
+            self.degraded = down
         self.ready = not self.problems
         return self.problems
 
