@@ -14,7 +14,9 @@ ENCODER_URL_ENV = "RAGRAPH_ENCODER_URL"
 
 def add_store_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--store", help="store URI: local://PATH (default $RAGRAPH_STORE or local://.ragraph/store) or pinecone://INDEX"
+        "--store",
+        help="store URI: local://PATH (default $RAGRAPH_STORE or local://.ragraph/store), pinecone://INDEX or "
+        "postgres://USER@HOST:PORT/DB (password from $PGPASSWORD)",
     )
     parser.add_argument("--namespace", help="store namespace (default: the URI's, else the default namespace)")
     parser.add_argument(
