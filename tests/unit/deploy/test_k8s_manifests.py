@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(kubectl() is None, reason="kubectl is not instal
 OVERLAYS = ["cpu", "gpu"]
 K8S_VERSIONS = ["1.29.0", "1.32.0"]  # oldest we claim (native gRPC probes are GA since 1.27) and this kubectl
 SERVICES = ("encoder", "llm", "router")
-CRD_KINDS = {"ScaledObject", "ServiceMonitor"}
+CRD_KINDS = {"ScaledObject", "ServiceMonitor", "PrometheusRule"}
 
 
 def overlay(name: str) -> tuple[dict[str, Any], ...]:
@@ -114,12 +114,9 @@ def test_rolling_update_strategy_per_service(name: str) -> None:
         strategy = deployment["spec"]["strategy"]
         assert strategy["type"] == "RollingUpdate"
         rolling = strategy["rollingUpdate"]
-        assert rolling["maxSurge"] == 1
-        if service == "llm" and name == "gpu":
-            # spare GPUs are rare: one extra replica at most, and one may go first
-            assert rolling["maxUnavailable"] >= 1
-        else:
-            assert rolling["maxUnavailable"] == 0
+        # surge first, never below the count: at one replica (the llm's minimum) anything else
+        # takes the service away during a rollout
+        assert (rolling["maxSurge"], rolling["maxUnavailable"]) == (1, 0), (service, rolling)
     assert deployments["llm"]["spec"]["progressDeadlineSeconds"] >= 1200  # weights download on first start
 
 
@@ -131,10 +128,15 @@ def test_autoscaling(name: str) -> None:
     scaled = by_kind(objects, "ScaledObject")
     targets = {h["spec"]["scaleTargetRef"]["name"]: h for h in hpas.values()}
     assert set(targets) == {"router", "encoder"}  # the llm's HPA belongs to KEDA
-    for hpa in targets.values():
+    for target, hpa in targets.items():
         (metric,) = hpa["spec"]["metrics"]
         assert metric["resource"]["name"] == "cpu"
         assert hpa["spec"]["minReplicas"] >= 2
+        # utilization is measured against the request: with request = limit, the target is a share
+        # of what the pod may use (a request a quarter of the limit made 70% mean 17.5% busy)
+        resources = _container(deployments[target])["resources"]
+        assert _cpu(resources["requests"]["cpu"]) == _cpu(resources["limits"]["cpu"]), target
+        assert 50 <= metric["resource"]["target"]["averageUtilization"] <= 85, target
     (llm,) = scaled.values()
     assert llm["spec"]["scaleTargetRef"]["name"] == "llm" and llm["spec"]["minReplicaCount"] >= 1
     (trigger,) = llm["spec"]["triggers"]
@@ -168,6 +170,29 @@ def test_services_and_pdbs_select_the_pods(name: str) -> None:
         }
         assert float(env[f"RAGRAPH_{service.upper()}_MAX_CONNECTION_AGE_S"]) > 0
     assert services["router"]["spec"].get("clusterIP") != "None"
+
+
+def _cpu(quantity: str | int) -> float:
+    text = str(quantity)
+    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_alerts_cover_errors_ttft_llm_rejections_and_nodes_down(name: str) -> None:
+    (rule,) = by_kind(overlay(name), "PrometheusRule").values()
+    alerts = {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
+    exprs = {n: " ".join(r["expr"].split()) for n, r in alerts.items()}
+    assert "ragraph_router_requests_total" in exprs["RagraphErrorRate"] and " / " in exprs["RagraphErrorRate"]
+    assert "histogram_quantile(0.99" in exprs["RagraphTimeToFirstTokenHigh"]
+    assert "ragraph_router_ttft_seconds_bucket" in exprs["RagraphTimeToFirstTokenHigh"]
+    assert "ragraph_llm_rejected_requests_total" in exprs["RagraphLLMRejecting"]
+    assert "ragraph_llm_queue_depth" in exprs["RagraphLLMQueueNearlyFull"]
+    assert exprs["RagraphNodeDown"].startswith("up{") and exprs["RagraphNodeDown"].endswith("== 0")
+    for alert, rule_ in alerts.items():
+        assert rule_["labels"]["severity"] in ("warning", "critical"), alert
+        assert rule_["annotations"]["summary"] and rule_.get("for"), alert
+    (monitor,) = by_kind(overlay(name), "ServiceMonitor").values()
+    assert rule["metadata"]["labels"]["release"] == monitor["metadata"]["labels"]["release"]
 
 
 def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
