@@ -10,8 +10,8 @@ Semantics (those of :mod:`.filters`, run against the same table of cases as the 
 * ``$eq`` is JSONB containment: ``metadata @> {"f": v}`` matches a string, a number (``3``
   equals ``3.0``: JSONB compares numbers by value) or a boolean (never a number); a string also
   matches inside a list of strings (``metadata @> {"f": [v]}``). A GIN index serves both.
-* ``$in`` is the same containment against an array of candidates (``@> ANY(%s)``), one bound
-  parameter however long the list.
+* ``$in`` is the same containment, ORed over its values (each a bound parameter; GIN bitmap
+  scans OR together, where ``@> ANY(array)`` could not use the index).
 * ``$ne`` / ``$nin`` are exactly ``NOT $eq`` / ``NOT $in`` (a missing field matches them).
 * ``$gt`` ``$gte`` ``$lt`` ``$lte`` compare as ``numeric`` and match numbers only.
 * ``$exists`` is the ``?`` key operator.
@@ -94,8 +94,9 @@ def _cond(cond: filters.Cond, params: list[Any]) -> str:
             f" THEN (metadata ->> %s::text)::numeric {_COMPARE[cond.op]} %s::numeric ELSE false END)"
         )
     values = cond.value if cond.op in ("$in", "$nin") else [cond.value]
-    params.append([j for v in values for j in _contains(cond.field, v)])
-    clause = "(metadata @> ANY(%s::jsonb[]))"
+    candidates = [j for v in values for j in _contains(cond.field, v)]
+    params.extend(candidates)
+    clause = "(" + " OR ".join(["metadata @> %s"] * len(candidates)) + ")"
     return f"NOT {clause}" if cond.op in ("$ne", "$nin") else clause
 
 

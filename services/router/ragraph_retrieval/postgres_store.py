@@ -12,7 +12,9 @@ record's content hash. The table, its indexes and the ``vector`` extension are c
 first write (under an advisory lock, so concurrent first writers are safe). An HNSW index
 (``vector_cosine_ops``) serves queries; ``m`` / ``ef_construction`` set its build, ``ef_search``
 its query-time candidate list (``hnsw.ef_search``), and ``hnsw.iterative_scan=strict_order``
-keeps scanning past ``ef_search`` until ``top_k`` rows pass the namespace and filter.
+keeps scanning past ``ef_search`` until ``top_k`` rows pass the namespace and filter (at most
+``max_scan_tuples`` rows, ``hnsw.max_scan_tuples``). Equality filters can also use a GIN index on
+the metadata: PostgreSQL's planner picks the HNSW scan or an exact bitmap scan plus sort.
 
 Writes: every call is one transaction (``replace``: the upserts and the deletes together), so a
 crash leaves each write fully in or out. An upsert whose id, vector and metadata are unchanged
@@ -95,6 +97,7 @@ class PostgresStore(VectorStore):
         m: str | int | None = None,
         ef_construction: str | int | None = None,
         ef_search: str | int = 40,
+        max_scan_tuples: str | int = 20000,
         pool: str | int = 4,
         timeout: str | float = 30.0,
         retries: str | int = 2,
@@ -104,7 +107,7 @@ class PostgresStore(VectorStore):
         if unknown:
             raise InvalidArgument(
                 f"store URI: unknown option(s) {unknown} for postgres:// (store options: table, namespace, m, "
-                f"ef_construction, ef_search, pool, timeout, retries; libpq: {', '.join(sorted(LIBPQ_OPTIONS))})"
+                f"ef_construction, ef_search, max_scan_tuples, pool, timeout, retries; libpq: {', '.join(sorted(LIBPQ_OPTIONS))})"
             )
         self.table = postgres_sql.check_table(table)
         self.m = None if m is None else _int("m", m, 2, 100)
@@ -116,7 +119,11 @@ class PostgresStore(VectorStore):
         self.uri = redact(uri or dsn)
         self.namespace = namespace
         self.dimension: int | None = None
-        settings = {"hnsw.ef_search": str(self.ef_search), "hnsw.iterative_scan": "strict_order"}
+        settings = {
+            "hnsw.ef_search": str(self.ef_search),
+            "hnsw.iterative_scan": "strict_order",
+            "hnsw.max_scan_tuples": str(_int("max_scan_tuples", max_scan_tuples, 1, 10_000_000)),
+        }
         self._pool = Pool(
             conninfo(dsn, libpq), _int("pool", pool, 1, 100), self.timeout, _int("retries", retries, 0, 10), settings
         )
