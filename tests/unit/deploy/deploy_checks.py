@@ -26,6 +26,7 @@ THIRD_PARTY_ENV: dict[str, str] = {
     "HF_HUB_OFFLINE": "huggingface_hub: never touch the network (weights baked or already cached)",
     "HF_TOKEN": "huggingface_hub: token for gated or private models",
     "PINECONE_API_KEY": "ragraph_retrieval.pinecone_store and the pinecone SDK: the API key",
+    "PGPASSWORD": "libpq (ragraph_retrieval.postgres_store): the postgres:// store's password, kept out of the URI",
     "TIKTOKEN_CACHE_DIR": "tiktoken (ragraph_retrieval.tokens): where the prompt-budget encoding is cached",
     "TOKENIZERS_PARALLELISM": "tokenizers: no fork warning / deadlock with the thread pools",
     "OMP_WAIT_POLICY": "OpenMP (torch's CPU threads): PASSIVE where services share cores (docs/operations.md)",

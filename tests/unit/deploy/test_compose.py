@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -22,10 +23,12 @@ from deploy_checks import DEPLOY, REPO, env_file_names, settings_defaults, unkno
 COMPOSE = REPO / "compose.yaml"
 GPU_OVERRIDE = DEPLOY / "compose" / "gpu.yaml"
 # which ragraph service (settings class) each compose service runs
-RAGRAPH = {"encoder": "encoder", "llm": "llm", "router": "router", "router-pinecone": "router"}
+RAGRAPH = {"encoder": "encoder", "llm": "llm", "router": "router", "router-pinecone": "router",
+           "router-postgres": "router"}  # fmt: skip
 # third-party images: the variables their own docs define
 IMAGE_ENV = {
     "pinecone-local": {"PORT", "PINECONE_HOST"},
+    "postgres": {"POSTGRES_USER", "POSTGRES_DB", "POSTGRES_PASSWORD", "PGDATA"},
     "prometheus": set(),
     "grafana": {"GF_AUTH_ANONYMOUS_ENABLED", "GF_AUTH_ANONYMOUS_ORG_ROLE", "GF_SECURITY_ADMIN_PASSWORD",
                 "GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"},
@@ -35,6 +38,10 @@ NO_HEALTHCHECK = {
     "pinecone-local": "third-party image with no documented shell or HTTP client to probe with; "
     "pinecone-init waits for its control plane instead and the router waits for pinecone-init",
 }
+
+
+# `config` interpolates every ${VAR:?...}: the required service token needs a value to check with
+CONFIG_ENV = {**os.environ, "RAGRAPH_SERVICE_TOKEN": os.environ.get("RAGRAPH_SERVICE_TOKEN", "config-check")}
 
 
 @pytest.fixture(scope="module")
@@ -84,13 +91,15 @@ def _docker_compose() -> str:
 
 @pytest.mark.parametrize(
     "args",
-    [[], ["--profile", "pinecone"], ["--profile", "observability"],
-     ["--profile", "pinecone", "--profile", "observability"], ["-f", "compose.yaml", "-f", str(GPU_OVERRIDE)]],
-    ids=["default", "pinecone", "observability", "all-profiles", "gpu-override"],
+    [[], ["--profile", "pinecone"], ["--profile", "postgres"], ["--profile", "observability"],
+     ["--profile", "pinecone", "--profile", "postgres", "--profile", "observability"],
+     ["-f", "compose.yaml", "-f", str(GPU_OVERRIDE)]],
+    ids=["default", "pinecone", "postgres", "observability", "all-profiles", "gpu-override"],
 )  # fmt: skip
 def test_docker_compose_config_accepts_it(args: list[str]) -> None:
     exe = _docker_compose()
-    done = subprocess.run([exe, *args, "config", "-q"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    done = subprocess.run([exe, *args, "config", "-q"], cwd=REPO, capture_output=True, text=True, timeout=60,
+                          env=CONFIG_ENV)  # fmt: skip
     assert done.returncode == 0, done.stderr
 
 
@@ -102,7 +111,9 @@ def test_docker_compose_config_rejects_a_broken_file(tmp_path: Path) -> None:
     (tmp_path / "compose.yaml").write_text(yaml.safe_dump(broken))
     for rel in ("deploy/compose/env",):
         shutil.copytree(REPO / rel, tmp_path / rel)
-    done = subprocess.run([exe, "config", "-q"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [exe, "config", "-q"], cwd=tmp_path, capture_output=True, text=True, timeout=60, env=CONFIG_ENV
+    )
     assert done.returncode != 0 and "reranker" in done.stderr
 
 
@@ -129,7 +140,7 @@ def test_dependencies_wait_for_health(compose: dict[str, Any]) -> None:
                 assert condition == "service_started", (name, dep)
             else:
                 assert condition == "service_healthy", (name, dep)
-    for router in ("router", "router-pinecone"):
+    for router in ("router", "router-pinecone", "router-postgres"):
         assert set(compose["services"][router]["depends_on"]) >= {"encoder", "llm"}
 
 
@@ -138,7 +149,7 @@ def test_ports_and_healthcheck_match_the_service_settings(compose: dict[str, Any
     service = compose["services"][name]
     defaults = settings_defaults(RAGRAPH[name])
     assert set(_ports(service)) == set(defaults.values())  # container side: the settings' defaults
-    if name != "router-pinecone":  # the second router sits next to the first, on 8311/8310/8312
+    if name == "router":  # the other routers sit next to it, on 8311/8310/8312 and 8321/8320/8322
         assert _ports(service) == {p: p for p in defaults.values()}
     test = service["healthcheck"]["test"]
     assert test[:3] == ["CMD", "ragraph", "health"] and test[3] == f"127.0.0.1:{defaults['grpc']}", test
@@ -210,6 +221,24 @@ def test_pinecone_profile_points_a_router_at_the_emulator(compose: dict[str, Any
     assert int(command[command.index("--dimension") + 1]) == json.loads(pooling.read_text())["word_embedding_dimension"]
     mounted = services["pinecone-init"]["volumes"][0].split(":")
     assert (REPO / mounted[0]).is_file() and command[1] == mounted[1]
+
+
+def test_postgres_profile_points_a_router_at_pgvector(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    added = {n for n, s in services.items() if "postgres" in (s.get("profiles") or [])}
+    assert added == {"postgres", "router-postgres"}
+    db, router = services["postgres"], services["router-postgres"]
+    assert db["image"].startswith("pgvector/pgvector:pg")
+    store = urlsplit(_env(router)["RAGRAPH_STORE"])
+    assert store.scheme == "postgres" and store.hostname == "postgres" and store.port in _ports(db)
+    assert store.password is None  # the password travels in PGPASSWORD, never in the URI
+    assert (store.username, store.path) == (_env(db)["POSTGRES_USER"], "/" + _env(db)["POSTGRES_DB"])
+    assert _env(router)["PGPASSWORD"] == _env(db)["POSTGRES_PASSWORD"] == "${RAGRAPH_POSTGRES_PASSWORD:-}"
+    assert router["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert db["healthcheck"]["test"][1] == "pg_isready"
+    volume, target = db["volumes"][0].split(":")
+    assert volume in compose["volumes"] and _env(db)["PGDATA"].startswith(target + "/")
+    assert db["cap_drop"] == ["ALL"] and db["read_only"] is True and db["user"].split(":")[0] != "0"
 
 
 def test_observability_profile_scrapes_all_three_and_provisions_the_dashboard(compose: dict[str, Any]) -> None:
