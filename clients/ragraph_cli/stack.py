@@ -155,6 +155,8 @@ class Stack:
         # need: `make loadtest` made 3.3 requests/s with spinning and 16.3 with passive waits
         # (docs/benchmarks.md). A service on cores of its own keeps the default (it is faster).
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        # and the encoder's bulk batches (ragraph ingest) leave a core to the llm and the router
+        env.setdefault("RAGRAPH_ENCODER_BULK_THREADS", "1")
         port = {"encoder": c.encoder_port, "llm": c.llm_port, "router": c.router_port}[name]
         cmd += ["--grpc-port", str(port), "--http-port", str(port - 1), "--metrics-port", str(port + 1)]
         if name in ("encoder", "llm"):

@@ -81,8 +81,10 @@ class MicroBatcher(Generic[T, R]):
         max_batch_cost: int | None = None,
         max_queued: int | None = None,
         bulk_batch_cost: int | None = None,
+        bulk_fn: Callable[[list[T]], Sequence[R]] | None = None,
     ) -> None:
         self.fn = fn
+        self._fn = {Priority.INTERACTIVE: fn, Priority.BULK: bulk_fn or fn}  # bulk batches may run differently
         self.max_batch_size = max_batch_size
         self.max_batch_time = max_batch_time
         self.max_queued = max_queued
@@ -192,7 +194,7 @@ class MicroBatcher(Generic[T, R]):
             priorities = [s.pending.priority for s in batch for _ in range(s.start, s.stop)]
             self.batch_priorities = (self.batch_priorities + [priorities])[-1000:]
             try:
-                results = await run_compute(self.fn, flat)
+                results = await run_compute(self._fn[batch[0].pending.priority], flat)
             except Exception as exc:  # a bug in fn: every caller of this batch gets it
                 for s in batch:
                     self._drop(s.pending)

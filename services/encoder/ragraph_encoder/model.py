@@ -81,7 +81,9 @@ class Encoder:
             max_batch_cost=settings.max_batch_tokens,
             max_queued=settings.max_queued_texts,
             bulk_batch_cost=min(settings.max_bulk_batch_tokens, settings.max_batch_tokens),
+            bulk_fn=self.encode_bulk if settings.bulk_threads else None,
         )
+        self.bulk_threads = settings.bulk_threads
 
     def token_counts(self, texts: list[str]) -> list[int]:
         """Tokens each text needs (special tokens included). A token covers at least one UTF-8
@@ -101,6 +103,18 @@ class Encoder:
         if all(len(t.encode("utf-8")) + self._special <= self.max_seq_length for t in texts):
             return self.token_counts(texts)  # no tokenising: nothing to wait for
         return await asyncio.to_thread(self.token_counts, texts)
+
+    def encode_bulk(self, texts: list[str]) -> list[np.ndarray]:
+        """:meth:`encode_sync` on ``bulk_threads`` torch threads, leaving the other cores to the
+        services that answer the same questions (the llm, the router)."""
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(min(self.bulk_threads, threads))
+        try:
+            return self.encode_sync(texts)
+        finally:
+            torch.set_num_threads(threads)
 
     def encode_sync(self, texts: list[str]) -> list[np.ndarray]:
         vectors = self.model.encode(

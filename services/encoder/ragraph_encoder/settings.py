@@ -51,6 +51,12 @@ class EncoderSettings(ServingSettings):
         "interactive request waits for the bulk batch under way. On CPU a token costs the same in a batch of 256 "
         "tokens as in one of 4096 (docs/benchmarks.md); on a GPU larger bulk batches pay.",
     )
+    bulk_threads: int = Field(
+        0,
+        ge=0,
+        description="torch threads a batch of bulk texts runs on (at most the service's own); 0: as many as "
+        "interactive batches. Fewer leave cores to the llm and the router while an ingest runs.",
+    )
     max_queued_texts: int = Field(
         4096,
         ge=1,
