@@ -155,12 +155,16 @@ async def test_a_failing_batch_fails_its_callers_and_the_rest_of_their_requests(
 
 async def test_bulk_batches_run_the_bulk_function() -> None:
     ran: list[tuple[str, list[int]]] = []
-    batcher: MicroBatcher[int, int] = MicroBatcher(
-        lambda items: ran.append(("interactive", list(items))) or items,
-        max_batch_size=4,
-        max_batch_time=0.0,
-        bulk_fn=lambda items: ran.append(("bulk", list(items))) or [-x for x in items],
-    )
+
+    def interactive(items: list[int]) -> list[int]:
+        ran.append(("interactive", list(items)))
+        return items
+
+    def bulk(items: list[int]) -> list[int]:
+        ran.append(("bulk", list(items)))
+        return [-x for x in items]
+
+    batcher: MicroBatcher[int, int] = MicroBatcher(interactive, max_batch_size=4, max_batch_time=0.0, bulk_fn=bulk)
     assert await batcher.submit([1, 2, 3, 4, 5], Priority.BULK) == [-1, -2, -3, -4, -5]
     assert await batcher.submit([6]) == [6]
     assert ran == [("bulk", [1, 2, 3, 4]), ("bulk", [5]), ("interactive", [6])]
