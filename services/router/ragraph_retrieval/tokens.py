@@ -1,11 +1,13 @@
 """Token counting, one interface for every place that budgets tokens.
 
 * Chunk sizes are counted with the encoder's own tokenizer (:func:`encoder_counter`), since that
-  is the tokenizer that truncates.
+  is the tokenizer that truncates. It is loaded with ``tokenizers`` alone (the model's
+  ``tokenizer.json``): no torch, no transformers, so the router image carries neither.
 * Prompt budgets are estimated with tiktoken (:func:`prompt_counter`, ``cl100k_base`` by
-  default). tiktoken downloads its encoding files on first use; offline it can only load them
-  from ``TIKTOKEN_CACHE_DIR``. Without that variable, or when loading fails, the caller's
-  fallback tokenizer (the LLM's or the encoder's) counts instead, after one warning line.
+  default), read only from ``TIKTOKEN_CACHE_DIR`` (the router image bakes the file there at build
+  time): this module never lets tiktoken download. Without that variable, or when the file is not
+  there, the caller's fallback tokenizer (the LLM's or the encoder's) counts instead, after one
+  warning line naming why.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
 # The encoder service resolves its model reference (the bundled all-MiniLM-L6-v2 copy for the
 # default id) with this same function, so chunks are counted with the tokenizer that embeds them.
-from ragraph_encoder.model import resolve_model as resolve_encoder_path
+from ragraph_encoder.bundled import resolve_model as resolve_encoder_path
 from ragraph_encoder.settings import DEFAULT_MODEL as DEFAULT_ENCODER
 
 log = logging.getLogger("ragraph.tokens")
@@ -36,25 +39,23 @@ class TokenCounter(Protocol):
 
 
 class HFTokenCounter:
-    """Counts with a Hugging Face tokenizer, special tokens excluded."""
+    """Counts with a Hugging Face ``tokenizers.Tokenizer``, special tokens excluded."""
 
     def __init__(self, tokenizer: Any, name: str) -> None:
         self.tokenizer = tokenizer
         self.name = name
 
     def count(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
 
     def count_many(self, texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
-        ids = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-        return [len(x) for x in ids]
+        return [len(e.ids) for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
 
     def offsets(self, text: str) -> list[tuple[int, int]]:
         """Character span of every token (for cutting a text at a token boundary)."""
-        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        return [tuple(span) for span in enc["offset_mapping"]]
+        return [(a, b) for a, b in self.tokenizer.encode(text, add_special_tokens=False).offsets]
 
 
 class TiktokenCounter:
@@ -69,27 +70,67 @@ class TiktokenCounter:
         return [len(ids) for ids in self.encoding.encode_ordinary_batch(list(texts))]
 
 
-def _max_seq_length(path: str, tokenizer: Any) -> int:
-    config = Path(path) / "sentence_bert_config.json"
-    if config.exists():
-        value = json.loads(config.read_text()).get("max_seq_length")
-        if isinstance(value, int) and value > 0:
-            return value
-    limit = getattr(tokenizer, "model_max_length", 512)
-    return int(limit) if isinstance(limit, int) and 0 < limit < 1_000_000 else 512
+def _max_seq_length(path: Path) -> int:
+    """sentence-transformers' max_seq_length, else the tokenizer config's model_max_length, else 512."""
+    for name, key in (("sentence_bert_config.json", "max_seq_length"), ("tokenizer_config.json", "model_max_length")):
+        config = path / name
+        if config.exists():
+            value = json.loads(config.read_text()).get(key)
+            if isinstance(value, int) and 0 < value < 1_000_000:
+                return value
+    return 512
+
+
+def _load_tokenizer(ref: str, path: str) -> tuple[Any, Path | None]:
+    """The fast tokenizer of a model directory (its tokenizer.json) or hub id (from the HF cache,
+    or downloaded unless HF_HUB_OFFLINE), with truncation and padding off: we count long texts on
+    purpose."""
+    from tokenizers import Tokenizer
+
+    local = Path(path)
+    if local.is_dir():
+        file = local / "tokenizer.json"
+        if not file.exists():
+            raise FileNotFoundError(f"encoder model {ref!r}: {file} not found (a fast tokenizer is needed)")
+        tokenizer = Tokenizer.from_file(str(file))
+        directory: Path | None = local
+    else:
+        from huggingface_hub import snapshot_download
+
+        directory = Path(snapshot_download(path, allow_patterns=["tokenizer.json", "*config*.json"]))
+        tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer, directory
 
 
 def encoder_counter(ref: str = DEFAULT_ENCODER) -> tuple[HFTokenCounter, int]:
     """The encoder's tokenizer as a counter, and how many content tokens one text may hold
     (max_seq_length minus the special tokens the encoder adds)."""
-    from transformers import AutoTokenizer
-
-    path = resolve_encoder_path(ref)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    special = len(tokenizer("", add_special_tokens=True)["input_ids"])
-    limit = _max_seq_length(path, tokenizer) - special
-    tokenizer.model_max_length = 1 << 30  # we count long texts on purpose; no length warnings
+    tokenizer, directory = _load_tokenizer(ref, resolve_encoder_path(ref))
+    special = len(tokenizer.encode("", add_special_tokens=True).ids)
+    limit = (_max_seq_length(directory) if directory else 512) - special
     return HFTokenCounter(tokenizer, ref), limit
+
+
+@contextmanager
+def _no_download() -> Iterator[None]:
+    """tiktoken reads its cache; where it would fetch a URL instead, it fails at once."""
+    import tiktoken.load
+
+    fetch = tiktoken.load.read_file
+
+    def refuse(blobpath: str) -> bytes:
+        if "://" in blobpath:
+            cache = os.environ.get("TIKTOKEN_CACHE_DIR")
+            raise FileNotFoundError(f"not in TIKTOKEN_CACHE_DIR={cache} (no download: it would fetch {blobpath})")
+        return fetch(blobpath)
+
+    tiktoken.load.read_file = refuse
+    try:
+        yield
+    finally:
+        tiktoken.load.read_file = fetch
 
 
 _warned: set[str] = set()
@@ -107,7 +148,8 @@ def prompt_counter(encoding: str | None, fallback: TokenCounter) -> TokenCounter
         try:
             import tiktoken
 
-            return TiktokenCounter(tiktoken.get_encoding(encoding))
+            with _no_download():
+                return TiktokenCounter(tiktoken.get_encoding(encoding))
         except Exception as exc:  # noqa: BLE001 - any failure means: not available here
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     if encoding not in _warned:

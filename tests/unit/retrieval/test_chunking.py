@@ -4,6 +4,7 @@ test over generated text), chunks tile the text in order, boundaries are preferr
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,9 +19,21 @@ def _encoder() -> tuple[HFTokenCounter, int]:
     return encoder_counter()
 
 
+@functools.cache
+def _encoders_tokenizer() -> Any:
+    """The tokenizer the encoder service loads (transformers', through sentence-transformers)."""
+    from ragraph_encoder.bundled import resolve_model
+    from ragraph_encoder.settings import DEFAULT_MODEL
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_MODEL))
+    tokenizer.model_max_length = 1 << 30
+    return tokenizer
+
+
 def _exact(counter: HFTokenCounter, text: str) -> int:
-    """What the encoder itself will see: its tokenizer with special tokens."""
-    return len(counter.tokenizer(text, add_special_tokens=True)["input_ids"])
+    """What the encoder itself will see: its own tokenizer with special tokens."""
+    return len(_encoders_tokenizer()(text, add_special_tokens=True)["input_ids"])
 
 
 WORDS = st.sampled_from(

@@ -48,7 +48,11 @@ def test_encoder_counter_is_the_encoders_tokenizer() -> None:
     counter, limit = encoder_counter()
     assert limit == 254  # all-MiniLM-L6-v2: max_seq_length 256 minus [CLS] and [SEP]
     assert counter.count("hello world") == 2
-    assert counter.count_many(["hello", "unbelievably"]) == [1, len(counter.tokenizer.tokenize("unbelievably"))]
+    pieces = counter.tokenizer.encode("unbelievably", add_special_tokens=False).tokens
+    assert len(pieces) > 1
+    assert counter.count_many(["hello", "unbelievably"]) == [1, len(pieces)]
+    text = "hello unbelievably"
+    assert [text[a:b] for a, b in counter.offsets(text)] == ["hello", *[p.removeprefix("##") for p in pieces]]
 
 
 def test_prompt_counter_falls_back_offline_with_one_warning(
@@ -95,3 +99,26 @@ def test_prompt_counter_loads_from_the_cache_dir(
     with caplog.at_level(logging.WARNING, logger="ragraph.tokens"):
         assert prompt_counter("no-such-encoding", fallback) is fallback
     assert "Unknown encoding" in caplog.text
+
+
+def test_prompt_counter_never_downloads_a_missing_encoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An image built without the tiktoken file (empty TIKTOKEN_CACHE_DIR): no fetch is attempted,
+    the fallback counts at once and the warning names the cache dir and the URL not fetched."""
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(tokens, "_warned", set())
+    fetched: list[str] = []
+
+    def fetch(blobpath: str) -> bytes:
+        fetched.append(blobpath)
+        raise AssertionError("tiktoken tried to download")
+
+    monkeypatch.setattr(tiktoken.load, "read_file", fetch)
+    fallback, _ = encoder_counter()
+    with caplog.at_level(logging.WARNING, logger="ragraph.tokens"):
+        assert prompt_counter("cl100k_base", fallback) is fallback
+    assert fetched == []
+    assert tiktoken.load.read_file is fetch  # the guard is undone
+    assert f"not in TIKTOKEN_CACHE_DIR={tmp_path}" in caplog.text
+    assert "cl100k_base.tiktoken" in caplog.text
