@@ -106,8 +106,6 @@ class PineconeStore(VectorStore):
         self.uri = uri or f"pinecone://{index}"
         self.namespace = namespace
         self.api_key = api_key or os.environ.get("PINECONE_API_KEY", "")
-        if not self.api_key:
-            raise Unauthenticated(f"store {self.uri}: PINECONE_API_KEY is not set")
         self.controller = controller or os.environ.get("PINECONE_CONTROLLER_HOST") or ""
         self.host = host
         self.retries = int(retries)
@@ -124,6 +122,8 @@ class PineconeStore(VectorStore):
         with self._lock:
             if self._index is not None:
                 return self._index
+            if not self.api_key:  # checked at first use: a router starts without its secrets
+                raise Unauthenticated(f"store {self.uri}: PINECONE_API_KEY is not set")
             from pinecone import Pinecone
 
             kwargs: dict[str, Any] = {"api_key": self.api_key, "timeout": self.timeout}

@@ -117,8 +117,9 @@ def test_index_host_is_looked_up_once(double: PineconeTestDouble, monkeypatch: p
 
 def test_errors_map_to_grpc_codes(double: PineconeTestDouble, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PINECONE_API_KEY", raising=False)
+    keyless = open_store(f"pinecone://ragraph-test?controller={double.url}")  # a router starts without it
     with pytest.raises(Unauthenticated, match="PINECONE_API_KEY"):
-        open_store(f"pinecone://ragraph-test?controller={double.url}")
+        keyless.query(np.ones(8, np.float32))
     monkeypatch.setenv("PINECONE_API_KEY", "wrong-key")
     with pytest.raises(Unauthenticated):
         open_store(f"pinecone://ragraph-test?host={double.url}").stats()
