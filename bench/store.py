@@ -1,13 +1,17 @@
-"""Embedded store (``local://``) query latency: exact, ``index=hnsw`` and filtered queries through
-``LocalStore.query``, next to raw numpy and faiss on the same normalised matrix, side by side in
-one run on random float32 vectors (``--data lowrank``: a low-rank stand-in for real embeddings).
+"""Store query latency: the embedded store (``local://``: exact, ``index=hnsw`` and filtered
+queries through ``LocalStore.query``) next to raw numpy and faiss on the same normalised matrix,
+and ``postgres://`` (PostgreSQL + pgvector's HNSW, bench/store_postgres.py) on the same records
+and queries, side by side in one run on random float32 vectors (``--data lowrank``: a low-rank
+stand-in for real embeddings). Recall@k is against numpy's exact answer; the ingest rate is
+``upsert`` in batches of ``--upsert-batch``.
 
     python bench/store.py [--sizes 10000,100000] [--queries 200] [--dim 384] [--ef-search 64,256] [--data lowrank]
+                          [--postgres auto|off|URI] [--pg-ef-search 40,100]
 
 Methods are timed in interleaved blocks (every method runs a block of queries, then the next, for
 ``--rounds`` rounds), so the noise of a shared machine falls on all of them alike. Before timing,
 the first query of each store is timed on its own: it loads the matrix from SQLite (and builds the
-HNSW graph). Prints markdown tables (p50/p95 ms, ratio to the store's exact query, recall@k
+HNSW graph). Prints markdown tables (p50/p95/p99 ms, ratio to the store's exact query, recall@k
 against exact) and whether exact top-10 at 100k meets the p50 <= 10 ms goal.
 """
 
@@ -34,7 +38,9 @@ sys.path.insert(0, str(REPO))
 
 from ragraph_retrieval import filters  # noqa: E402
 from ragraph_retrieval.local import LocalStore, _top_k  # noqa: E402
-from ragraph_retrieval.store import Record, as_vector, open_store  # noqa: E402
+from ragraph_retrieval.store import Record, VectorStore, as_vector, open_store  # noqa: E402
+
+from bench import store_postgres  # noqa: E402
 
 GOAL_MS = 10.0
 GOAL_SIZE = 100_000
@@ -86,7 +92,7 @@ def make_data(n: int, args: argparse.Namespace) -> tuple[Vectors, Vectors]:
     return np.ascontiguousarray(both[:n]), np.ascontiguousarray(both[n:])
 
 
-def fill(store: LocalStore, data: Vectors, batch: int) -> float:
+def fill(store: VectorStore, data: Vectors, batch: int) -> float:
     """Upsert ``data`` as records r0..r{n-1} (metadata bucket, doc_id) in batches; records/s."""
     start = time.perf_counter()
     for lo in range(0, data.shape[0], batch):
@@ -101,7 +107,9 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def bench_size(n: int, args: argparse.Namespace, root: Path) -> tuple[list[Method], dict[str, float]]:
+def bench_size(
+    n: int, args: argparse.Namespace, root: Path, pg_uri: str | None
+) -> tuple[list[Method], dict[str, float]]:
     import faiss
     from threadpoolctl import threadpool_limits
 
@@ -207,6 +215,13 @@ def bench_size(n: int, args: argparse.Namespace, root: Path) -> tuple[list[Metho
         Method("  of which: the filter's SQL alone", sql_only, check_recall=False),
         Method("  filter from an in-memory column + numpy (floor)", in_memory_filter, check_recall=False),
     ]
+    pg = None
+    if pg_uri:
+        pg = store_postgres.PostgresBench(pg_uri, data, k, args.pg_ef_search, args.upsert_batch, FILTER, fill)
+        pg.warm_up(queries)
+        for label, plan in pg.plans(queries[0]).items():
+            print(f"  n={n}: postgres plan, {label}: {plan}", flush=True)
+        methods += [Method(label, run, check_recall=exact) for label, run, exact in pg.methods()]
     filtered_truth = [selected[top_k(unit[selected] @ (q / np.linalg.norm(q)), k)] for q in queries]
     block = max(1, args.queries // args.rounds)
     for lo in range(0, args.queries, block):
@@ -228,6 +243,9 @@ def bench_size(n: int, args: argparse.Namespace, root: Path) -> tuple[list[Metho
     own.close()
     exact.close()
     hnsw.close()
+    if pg is not None:
+        costs.update(pg.costs)
+        pg.close()
     return methods, costs
 
 
@@ -247,8 +265,13 @@ def main() -> None:
         "--faiss-threads", type=int, default=1, help="OpenMP threads for faiss (1: single queries gain nothing)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp store folder")
+    parser.add_argument(
+        "--postgres", default="auto", help="postgres:// URI to bench, auto (start one as the tests do) or off"
+    )
+    parser.add_argument("--pg-ef-search", default="40,100", help="hnsw.ef_search values for postgres://")
     args = parser.parse_args()
     args.ef_search = [int(x) for x in args.ef_search.split(",")]
+    args.pg_ef_search = [int(x) for x in args.pg_ef_search.split(",")]
     import faiss
     from threadpoolctl import threadpool_info
 
@@ -262,24 +285,33 @@ def main() -> None:
     print(f"load average at start: {os.getloadavg()[0]:.2f}", flush=True)
     root = Path(tempfile.mkdtemp(prefix="ragraph-bench-store-"))
     results: list[tuple[int, list[Method], dict[str, float]]] = []
+    stack = contextlib.ExitStack()
+    postgres = contextlib.nullcontext(None) if args.postgres == "off" else store_postgres.server(args.postgres)
     try:
+        pg_uri = stack.enter_context(postgres)
+        if pg_uri:
+            print(f"postgres: {store_postgres.server_version(pg_uri)}", flush=True)
         for n in [int(x) for x in args.sizes.split(",")]:
             started = time.perf_counter()
-            methods, costs = bench_size(n, args, root)
+            methods, costs = bench_size(n, args, root, pg_uri)
             print(f"  n={n}: done in {time.perf_counter() - started:.0f} s", flush=True)
             results.append((n, methods, costs))
     finally:
+        stack.close()
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
 
     for n, methods, _ in results:
         base = pct(methods[0].times, 0.5)
         print(f"\n{n} x {args.dim} float32 ({args.data}), top-{args.top_k}, {args.queries} queries per method:\n")
-        print(f"| method | p50 ms | p95 ms | p50 vs store exact | recall@{args.top_k} |\n|---|---:|---:|---:|---:|")
+        print(
+            f"| method | p50 ms | p95 ms | p99 ms | p50 vs store exact | recall@{args.top_k} |\n"
+            "|---|---:|---:|---:|---:|---:|"
+        )
         for m in methods:
             recall = f"{np.mean(m.hits):.3f}" if m.hits else ""
-            p50, p95 = pct(m.times, 0.5), pct(m.times, 0.95)
-            print(f"| {m.label} | {p50 * 1e3:.2f} | {p95 * 1e3:.2f} | {p50 / base:.2f} | {recall} |")
+            p50, p95, p99 = pct(m.times, 0.5), pct(m.times, 0.95), pct(m.times, 0.99)
+            print(f"| {m.label} | {p50 * 1e3:.2f} | {p95 * 1e3:.2f} | {p99 * 1e3:.2f} | {p50 / base:.2f} | {recall} |")
     print(
         "\n| size | upsert records/s | first exact query (matrix load) s | first hnsw query (load + build) s "
         "| first filtered query s | exact query after a 1-record upsert s |\n|---:|---:|---:|---:|---:|---:|"
@@ -290,6 +322,16 @@ def main() -> None:
             f"| {c['first hnsw query (load + build) s']:.2f} | {c['first filtered query s']:.2f} "
             f"| {c['first exact query after a 1-record upsert s']:.2f} |"
         )
+    pg_costs = [
+        "postgres upsert records/s",
+        "postgres bulk load, then CREATE INDEX records/s",
+        "postgres HNSW index MB",
+        "postgres first query s",
+    ]
+    if any(pg_costs[0] in c for _, _, c in results):
+        print(f"\n| size | {' | '.join(pg_costs)} |\n|---:|---:|---:|---:|---:|")
+        for n, _, c in results:
+            print(f"| {n} | {' | '.join(f'{c[name]:.3g}' for name in pg_costs)} |")
     print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
     for n, methods, _ in results:
         if n == GOAL_SIZE:
