@@ -124,6 +124,7 @@ class Pool:
             except psycopg.OperationalError as exc:
                 if any(phrase in str(exc) for phrase in _AUTH_FAILED):
                     raise Unauthenticated(_message(what, exc)) from exc
+                self.close()  # the idle ones share the cause (a restarted server): reconnect them all
                 if attempt == self.retries:
                     raise Unavailable(_message(what, exc)) from exc
                 delay = 0.2 * 2**attempt

@@ -357,6 +357,30 @@ def test_a_connection_killed_mid_write_is_retried_and_lands_once(postgres_server
         assert sorted(chunks) == sorted(f"d#{i}" for i in range(3000)) and {m["gen"] for m in chunks.values()} == {1}
 
 
+def test_a_restarted_server_costs_no_failed_call(postgres_server: PostgresServer) -> None:
+    """Every pooled connection dies at once (what a database restart or failover does to them):
+    the next call reconnects, with a single retry, instead of failing on one stale connection
+    after another."""
+    with _store(postgres_server, application_name="stale", pool="4", retries="1") as store:
+        store.upsert([Record("a", np.ones(4, np.float32))])
+        together = threading.Barrier(4)
+
+        def hold() -> None:
+            with store._pool.connection():
+                together.wait()
+
+        threads = [threading.Thread(target=hold) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(store._pool._idle) == 4
+        ended = _sql(postgres_server, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     "WHERE application_name = 'stale'")  # fmt: skip
+        assert len(ended) == 4
+        assert [m.id for m in store.query(np.ones(4, np.float32))] == ["a"]
+
+
 # --- the URI, connections and errors -------------------------------------------------------------
 
 
