@@ -33,11 +33,13 @@ for service in $SERVICES; do
     venv="$WORK/$service-venv"
     echo "==> $service: install.sh into a fresh venv ($venv)"
     start=$(date +%s)
-    # the packages the Dockerfile's RUN passes as NO_DEPS_PACKAGES (its ARG BUNDLED_LLM default)
-    no_deps=$(sed -n 's/^ARG BUNDLED_LLM=//p' "$dockerfile")
-    NO_DEPS_PACKAGES="$no_deps" sh "$ROOT/deploy/docker/install.sh" "$venv" "$WORK/src"
-    echo "    installed in $(( $(date +%s) - start ))s; $(du -sh "$venv" | cut -f1) on disk;" \
-        "torch $("$venv/bin/python" -c 'import torch; print(torch.__version__)')"
+    # what the Dockerfile's RUN passes: EXTRAS (its ARG EXTRAS) and NO_DEPS_PACKAGES (its ARG
+    # BUNDLED_LLM or BUNDLED_TOKENIZER default)
+    extras=$(sed -n 's/^ARG EXTRAS=//p' "$dockerfile")
+    no_deps=$(sed -n 's/^ARG BUNDLED_\(LLM\|TOKENIZER\)=//p' "$dockerfile")
+    EXTRAS="$extras" NO_DEPS_PACKAGES="$no_deps" sh "$ROOT/deploy/docker/install.sh" "$venv" "$WORK/src"
+    echo "    installed in $(( $(date +%s) - start ))s; $(du -sh "$venv" | cut -f1) on disk; extras '$extras';" \
+        "torch $("$venv/bin/python" -c 'import importlib.util as u; print(u.find_spec("torch") and __import__("torch").__version__ or "none")')"
     case $service in
         encoder) entry=ragraph_encoder.server ;;
         llm) entry=ragraph_llm.server ;;
@@ -49,7 +51,12 @@ for service in $SERVICES; do
     (cd "$WORK" && "$venv/bin/ragraph" serve "$service" --help >/dev/null)
     (cd "$WORK" && "$venv/bin/ragraph" health --help >/dev/null)
     echo "    $entry imports; 'ragraph serve $service' and 'ragraph health' parse"
-    if [ -n "$no_deps" ]; then
+    if [ "$service" = router ]; then
+        # the router's own work without torch: the encoder's tokenizer from the bundled package, offline
+        (cd "$WORK" && HF_HUB_OFFLINE=1 "$venv/bin/python" -c \
+            "import sys, ragraph_router.server; from ragraph_retrieval.tokens import encoder_counter; c, n = encoder_counter(); assert 'torch' not in sys.modules; print('    encoder tokenizer without torch:', c.count('hello world'), 'tokens, limit', n)")
+    fi
+    if [ "$service" = llm ] && [ -n "$no_deps" ]; then
         (cd "$WORK" && HF_HUB_OFFLINE=1 HF_HOME="$WORK/hf-home" "$venv/bin/python" -c \
             "from ragraph_llm.sources import bundled_gguf, resolve_auto; assert bundled_gguf(); print('    model auto:', resolve_auto().name)")
     fi

