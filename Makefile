@@ -67,3 +67,11 @@ clean:
 # part of `make test`. Needs no Docker engine.
 images-check:
 	sh deploy/docker/images_check.sh
+
+# The images built and the compose graph run end to end in containers (scripts/compose_check.py):
+# build, up, healthy, ingest, ask streamed over gRPC and SSE, kill the llm and see it recover,
+# down -v with no volume left. Needs a Docker engine, docker compose or docker-compose, and curl;
+# not part of `make test`. DOCKER_BUILDKIT=0 builds with the classic builder.
+.PHONY: compose-check
+compose-check:
+	$(PY) scripts/compose_check.py $(COMPOSE_CHECK_ARGS)
