@@ -107,7 +107,8 @@ class PostgresStore(VectorStore):
         if unknown:
             raise InvalidArgument(
                 f"store URI: unknown option(s) {unknown} for postgres:// (store options: table, namespace, m, "
-                f"ef_construction, ef_search, max_scan_tuples, pool, timeout, retries; libpq: {', '.join(sorted(LIBPQ_OPTIONS))})"
+                "ef_construction, ef_search, max_scan_tuples, pool, timeout, retries; "
+                f"libpq: {', '.join(sorted(LIBPQ_OPTIONS))})"
             )
         self.table = postgres_sql.check_table(table)
         self.m = None if m is None else _int("m", m, 2, 100)
