@@ -10,6 +10,11 @@ from typing import Any
 from . import jsontext
 from .errors import InvalidArgument
 
+# Flags V2 peers send by themselves: tritonclient.grpc's enable_empty_final_response on streams,
+# tritonclient.http's binary_data_output, and MLServer codecs' content_type. A model accepts them
+# beside its own parameters.
+PROTOCOL = ("triton_enable_empty_final_response", "binary_data_output", "content_type")
+
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
@@ -74,3 +79,13 @@ def get_json(params: Mapping[str, Any], name: str, default: Any) -> Any:
     if not isinstance(value, str):
         raise InvalidArgument(f"parameter '{name}' must be a JSON string, got {value!r}")
     return jsontext.loads(value, f"parameter '{name}'")
+
+
+def check_known(params: Mapping[str, Any], known: tuple[str, ...] | list[str], model: str) -> None:
+    """INVALID_ARGUMENT naming the first parameter that ``model`` does not take (peers' protocol
+    flags excepted), listing those it does: a parameter is never ignored without a word."""
+    unknown = sorted(set(params) - set(known) - set(PROTOCOL))
+    if unknown:
+        raise InvalidArgument(
+            f"unknown parameter '{unknown[0]}' for model '{model}' (it takes: {', '.join(sorted(known))})"
+        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from ragraph_client.errors import InvalidArgument
-from ragraph_client.params import get_bool, get_str
+from ragraph_client.params import check_known, get_bool, get_str
 from ragraph_client.tensors import InferRequest, InferResponse, Tensor, TensorSpec
 from ragraph_serving.batcher import Priority
 from ragraph_serving.compute import run_compute
@@ -39,6 +39,8 @@ def read_texts(request: InferRequest, settings: EncoderSettings) -> list[str]:
 
 
 PRIORITIES = {"interactive": Priority.INTERACTIVE, "bulk": Priority.BULK}
+ENCODER_PARAMETERS = ("normalize", "truncate", "priority")
+CLASSIFIER_PARAMETERS = ("labelset", "priority")
 
 
 def read_priority(request: InferRequest) -> Priority:
@@ -68,6 +70,7 @@ class EncoderRuntime(RagraphRuntime):
         return True
 
     async def infer(self, request: InferRequest) -> InferResponse:
+        check_known(request.parameters, ENCODER_PARAMETERS, "encoder")
         texts = read_texts(request, self.config)
         do_normalize = get_bool(request.parameters, "normalize", True)
         truncate = get_bool(request.parameters, "truncate", True)
@@ -109,6 +112,7 @@ class ClassifierRuntime(RagraphRuntime):
         return True
 
     async def infer(self, request: InferRequest) -> InferResponse:
+        check_known(request.parameters, CLASSIFIER_PARAMETERS, "classifier")
         texts = read_texts(request, self.config)
         labelset = pick(self.labelsets, get_str(request.parameters, "labelset", self.config.default_labelset) or "")
         vectors = normalize(await self.encoder.embed(texts, read_priority(request)))

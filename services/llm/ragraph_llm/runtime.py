@@ -8,16 +8,18 @@ from dataclasses import dataclass
 
 from prometheus_client import REGISTRY
 from ragraph_client.errors import InvalidArgument
-from ragraph_client.params import get_json
+from ragraph_client.params import check_known, get_json
 from ragraph_client.tensors import InferRequest, InferResponse, Param, Tensor, TensorSpec
 from ragraph_serving.runtime import RagraphRuntime
 
 from .engine import Engine
 from .metrics import engine_metrics
 from .model import LanguageModel, Prompt, read_messages, read_passages
-from .sampling import SamplingParams, read_sampling
+from .sampling import SAMPLING_PARAMETERS, SamplingParams, read_sampling
 from .sequence import Event
 from .settings import LLMSettings
+
+LLM_PARAMETERS = (*SAMPLING_PARAMETERS, "context")
 
 
 @dataclass
@@ -78,6 +80,7 @@ class LLMRuntime(RagraphRuntime):
         unknown = names - {"prompt", "messages"}
         if unknown:
             raise InvalidArgument(f"unknown input '{sorted(unknown)[0]}' (the llm model takes 'prompt' or 'messages')")
+        check_known(request.parameters, LLM_PARAMETERS, "llm")
         params = read_sampling(request.parameters, self.config)
         passages = read_passages(get_json(request.parameters, "context", []))
         if "prompt" in names:

@@ -46,6 +46,18 @@ class SamplingParams:
         return self.repetition_penalty != 1.0 or self.no_repeat_ngram_size > 0
 
 
+SAMPLING_PARAMETERS = (
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "stop",
+    "seed",
+    "repetition_penalty",
+    "no_repeat_ngram_size",
+)
+
+
 def read_sampling(params: Mapping[str, Any], settings: LLMSettings) -> SamplingParams:
     """Validate ``max_tokens``, ``temperature``, ``top_p``, ``top_k``, ``stop``, ``seed``,
     ``repetition_penalty`` and ``no_repeat_ngram_size``.

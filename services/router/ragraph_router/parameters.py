@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ragraph_client.errors import InvalidArgument
-from ragraph_client.params import get_bool, get_float, get_int, get_json, get_str
+from ragraph_client.params import PROTOCOL, get_bool, get_float, get_int, get_json, get_str
 from ragraph_client.tensors import Param
 from ragraph_retrieval import filters
 
@@ -32,11 +32,11 @@ MAX_STOPS = 16
 MAX_NAMESPACE_CHARS = 512
 
 ROUTER = ("top_k", "filter", "namespace", "debug")
-# Flags peers send by themselves: tritonclient.grpc's enable_empty_final_response (the router's
-# last stream message always carries triton_final_response: true), tritonclient.http's
-# binary_data_output (the REST gateway answers JSON, which tritonclient.http reads too), and
-# MLServer codecs' content_type (the question is text: only "str" is taken).
-PROTOCOL = ("triton_enable_empty_final_response", "binary_data_output", "content_type")
+# ragraph_client.params.PROTOCOL, as the router reads them: tritonclient.grpc's
+# enable_empty_final_response (the router's last stream message always carries
+# triton_final_response: true), tritonclient.http's binary_data_output (the REST gateway answers
+# JSON, which tritonclient.http reads too), and MLServer codecs' content_type (the question is
+# text: only "str" is taken).
 
 
 def _int(low: int, high: int = INT64_MAX) -> Check:

@@ -54,6 +54,8 @@ ROWS: dict[str, Bad] = {
     "stop-empty-string": Bad(PROMPT, {"stop": '["ok", ""]'}, ("'stop'", "empty string")),
     "stop-too-many": Bad(PROMPT, {"stop": json.dumps([f"s{i}" for i in range(17)])}, ("'stop'", "16")),
     "seed-negative": Bad(PROMPT, {"seed": -1}, ("'seed'",)),
+    "unknown-parameter": Bad(PROMPT, {"top_k_tokens": 5}, ("unknown parameter 'top_k_tokens'", "top_k", "max_tokens")),
+    "unknown-parameter-typo": Bad(PROMPT, {"temprature": "0"}, ("'temprature'", "temperature")),
     "context-not-json": Bad(PROMPT, {"context": "not json"}, ("'context'", "JSON")),
     "context-not-list-of-strings": Bad(PROMPT, {"context": '["ok", 3]'}, ("'context'", "list of strings")),
     "messages-not-json": Bad({"messages": ["[{role: user"]}, {}, ("'messages'", "JSON")),
@@ -72,7 +74,7 @@ ROWS: dict[str, Bad] = {
 }
 STREAMED = {
     "max_tokens-negative", "max_tokens-fills-window", "temperature-string", "top_p-over-one", "stop-not-json",
-    "seed-negative", "context-not-list-of-strings", "messages-unknown-role", "prompt-and-messages",
+    "seed-negative", "unknown-parameter", "context-not-list-of-strings", "messages-unknown-role", "prompt-and-messages",
     "prompt-int32", "prompt-invalid-utf8", "unknown-model",
 }  # fmt: skip
 CASES = [pytest.param(row, "infer", id=f"infer-{name}") for name, row in ROWS.items()] + [
