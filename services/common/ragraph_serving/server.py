@@ -34,11 +34,17 @@ class HostedServer:
     metrics_port: int
     mlserver: MLServer | None = None
 
-    async def serve(self) -> None:
+    async def serve(self) -> list[str]:
+        """Serve until stopped; the names of the models that never became ready (empty after a
+        plain SIGINT/SIGTERM). MLServer's ``start`` logs a start-up load failure, stops its servers
+        and returns as it does after a signal: only the models' readiness tells the two apart."""
         # Built inside the running loop: MLServer attaches its SIGINT/SIGTERM handlers to the
         # current loop in __init__; built earlier, they land on a throwaway loop and SIGTERM is lost.
         self.mlserver = MLServer(self.settings)
         await self.mlserver.start(self.models)
+        registry = self.mlserver._model_registry  # MLServer has no public read of its models
+        ready = {m.name for m in await registry.get_models() if m.ready}
+        return [m.name for m in self.models if m.name not in ready]
 
     async def stop(self) -> None:
         if self.mlserver is not None:
@@ -91,9 +97,12 @@ def run(server: HostedServer, log_level: str = "INFO", log_format: str = "json")
         "serving V2 gRPC on :%d, REST on :%d, metrics on :%d", server.grpc_port, server.http_port, server.metrics_port
     )
     try:
-        asyncio.run(server.serve())
+        failed = asyncio.run(server.serve())
     except KeyboardInterrupt:
-        pass
+        return
+    if failed:
+        logger.error("stopped: model(s) %s failed to load (the error is logged above)", ", ".join(failed))
+        raise SystemExit(1)
 
 
 __all__ = ["HostedServer", "create_mlserver", "free_port", "run"]
