@@ -268,7 +268,9 @@ def main() -> None:
     parser.add_argument(
         "--postgres", default="auto", help="postgres:// URI to bench, auto (start one as the tests do) or off"
     )
-    parser.add_argument("--pg-ef-search", default="40,100", help="hnsw.ef_search values for postgres://")
+    parser.add_argument(
+        "--pg-ef-search", default="40,100", help="hnsw.ef_search values for postgres:// (store default 100)"
+    )
     args = parser.parse_args()
     args.ef_search = [int(x) for x in args.ef_search.split(",")]
     args.pg_ef_search = [int(x) for x in args.pg_ef_search.split(",")]
