@@ -23,6 +23,7 @@ from ragraph_client.tensors import InferRequest, InferResponse
 from . import rag_io, rest_io
 from .edge import Edge, retry_after
 from .events import Event, SourcesEvent
+from .openai_api import OpenAIApi
 from .settings import RouterSettings
 
 log = logging.getLogger("ragraph.router.rest")
@@ -142,6 +143,7 @@ class RestGateway:
                 web.post(f"{model}/generate", self.generate),
                 web.post(f"{model}/generate_stream", self.generate_stream),
             ]
+        routes += OpenAIApi(edge).routes()  # /v1/...: the OpenAI-compatible API (docs/openai.md)
         self.app.add_routes(routes)
         self._runner: web.AppRunner | None = None
 

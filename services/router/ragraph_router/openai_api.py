@@ -1,0 +1,220 @@
+"""The OpenAI-compatible API on the router's REST port: ``POST /v1/chat/completions`` (whole and
+streamed as Server-Sent Events) and ``GET /v1/models``, through the same :class:`Edge` as V2
+(keys, rate limits, request ids, metrics, tracing). Errors come back in OpenAI's shape
+(``{"error": {"message", "type", "param", "code"}}``); a request refused anywhere before the
+answer starts is a plain error response, never a 200 and then an error. JSON shaping is
+``openai_io``'s. See docs/openai.md."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from typing import Any
+
+import grpc
+from aiohttp import web
+from ragraph_client import logs
+from ragraph_client.errors import RagraphError
+from ragraph_client.tensors import InferRequest, InferResponse
+
+from . import openai_io, rest_io
+from .edge import Edge, retry_after
+from .events import DeltaEvent, Event, FinalEvent, SourcesEvent
+
+log = logging.getLogger("ragraph.router.openai")
+
+REQUEST_ID_HEADER = "x-request-id"
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+# gRPC code -> the HTTP status OpenAI clients expect; anything else is 500
+_STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+
+
+def _lower(headers: Mapping[str, str]) -> dict[str, str]:
+    """Header names in lower case, the first of repeated ones kept (as the edge takes them)."""
+    return {name.lower(): value for name, value in reversed(list(headers.items()))}
+
+
+def _as_ragraph(exc: Exception) -> RagraphError:
+    """A RagraphError keeps its code; anything else (our bug, already logged by the edge) is INTERNAL."""
+    if isinstance(exc, RagraphError):
+        return exc
+    return RagraphError(f"internal error: {type(exc).__name__}: {exc}", grpc.StatusCode.INTERNAL)
+
+
+def error_response(exc: Exception, request_id: str) -> web.Response:
+    error = _as_ragraph(exc)
+    status = _STATUS.get(error.code, 500)
+    headers = {REQUEST_ID_HEADER: request_id}
+    wait = retry_after(exc)
+    if wait is not None:
+        headers["Retry-After"] = wait
+    body = rest_io.dumps(openai_io.error_body(error, status))
+    return web.Response(body=body, status=status, headers=headers, content_type="application/json")
+
+
+def _sse(data: Any) -> bytes:
+    return b"data: " + rest_io.dumps(data) + b"\n\n"
+
+
+class OpenAIApi:
+    def __init__(self, edge: Edge) -> None:
+        self.edge = edge
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/v1/chat/completions", self.chat),
+            web.get("/v1/models", self.models),
+            web.get("/v1/models/{model}", self.model),
+        ]
+
+    # --- models ------------------------------------------------------------------------------------
+
+    def _model_entry(self) -> dict[str, Any]:
+        return {"id": self.edge.model, "object": "model", "created": 0, "owned_by": "ragraph"}
+
+    async def models(self, request: web.Request) -> web.Response:
+        headers = _lower(request.headers)
+        request_id, _ = self.edge.identify("", headers)
+        try:
+            self.edge.authenticate(headers)
+        except RagraphError as exc:
+            return error_response(exc, request_id)
+        return web.json_response({"object": "list", "data": [self._model_entry()]})
+
+    async def model(self, request: web.Request) -> web.Response:
+        headers = _lower(request.headers)
+        request_id, _ = self.edge.identify("", headers)
+        try:
+            self.edge.authenticate(headers)
+            self.edge.check_model(request.match_info["model"])
+        except RagraphError as exc:
+            return error_response(exc, request_id)
+        return web.json_response(self._model_entry())
+
+    # --- chat completions ----------------------------------------------------------------------------
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        """The key first (a caller without one learns nothing about its body), then the body,
+        field by field; a refusal here is counted and logged like one from the graph."""
+        started = time.perf_counter()
+        headers = _lower(request.headers)
+        request_id, _ = self.edge.identify("", headers)
+        logs.request_id.set(request_id)
+        method = "OpenAIChat"
+        try:
+            self.edge.authenticate(headers)
+            chat = openai_io.read_chat(rest_io.load_body(await request.read()))
+        except RagraphError as exc:
+            self.edge.refused(method, exc, started)
+            return error_response(exc, request_id)
+        if chat.user is not None:
+            log.info("request %s: user %r", request_id, chat.user)
+        infer_request = chat.infer_request(request_id)
+        if not chat.stream:
+            try:
+                response = await self.edge.infer(infer_request, headers, None, method)
+            except Exception as exc:  # noqa: BLE001 - mapped to OpenAI's error shape
+                return error_response(exc, infer_request.id)
+            return self._whole(response, chat.model)
+        return await self._stream(request, chat, infer_request, headers)
+
+    def _whole(self, response: InferResponse, model: str) -> web.Response:
+        answer = response.output("answer").as_strings()[0]
+        sources = json.loads(response.output("sources").as_strings()[0])
+        body = openai_io.chat_response(response.id, model, answer, sources, dict(response.parameters))
+        return web.json_response(body, headers={REQUEST_ID_HEADER: response.id}, dumps=_dumps)
+
+    async def _stream(
+        self, request: web.Request, chat: openai_io.ChatRequest, infer_request: InferRequest, headers: dict[str, str]
+    ) -> web.StreamResponse:
+        stream = self.edge.stream(infer_request, headers, None, "OpenAIChatStream")
+        events = _events(stream)
+        try:
+            try:
+                head = await _head(events)
+            except Exception as exc:  # noqa: BLE001 - nothing sent yet: a plain error response
+                return error_response(exc, infer_request.id)
+            response = web.StreamResponse(headers={**SSE_HEADERS, REQUEST_ID_HEADER: infer_request.id})
+            await response.prepare(request)
+            try:
+                await self._pump(response, chat, infer_request.id, head, events)
+            except ConnectionResetError:
+                log.info("OpenAI stream %s: client disconnected", infer_request.id)
+            except asyncio.CancelledError:
+                log.info("OpenAI stream %s: client disconnected", infer_request.id)
+                raise
+            return response
+        finally:
+            await events.aclose()
+            await stream.aclose()  # stops the graph, and the LLM call, if still running
+
+    async def _pump(
+        self,
+        response: web.StreamResponse,
+        chat: openai_io.ChatRequest,
+        request_id: str,
+        head: list[Event],
+        events: AsyncIterator[Event],
+    ) -> None:
+        sources = next((e.sources for e in head if isinstance(e, SourcesEvent)), [])
+        first = openai_io.chunk(request_id, chat.model, {"role": "assistant", "content": ""})
+        first["sources"] = [s.as_json() for s in sources]
+        await response.write(_sse(first))
+        pending = [e for e in head if not isinstance(e, SourcesEvent)]
+        while True:
+            event: Event
+            if pending:
+                event = pending.pop(0)
+            else:
+                try:
+                    event = await anext(events)
+                except StopAsyncIteration:
+                    break
+                except Exception as exc:  # noqa: BLE001 - the status line is sent: report in band
+                    error = _as_ragraph(exc)
+                    await response.write(_sse(openai_io.error_body(error, _STATUS.get(error.code, 500))))
+                    return
+            if isinstance(event, DeltaEvent):
+                await response.write(_sse(openai_io.chunk(request_id, chat.model, {"content": event.text})))
+            elif isinstance(event, FinalEvent):
+                reason = openai_io.finish_reason(event.parameters.get("finish_reason"))
+                await response.write(_sse(openai_io.chunk(request_id, chat.model, {}, reason)))
+                if chat.include_usage:
+                    await response.write(_sse(openai_io.usage_chunk(request_id, chat.model, event.parameters)))
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+
+
+def _dumps(data: Any) -> str:
+    return rest_io.dumps(data).decode("utf-8")
+
+
+async def _events(stream: AsyncIterator[tuple[Event, InferResponse | None]]) -> AsyncGenerator[Event, None]:
+    async for event, _ in stream:
+        yield event
+
+
+async def _head(events: AsyncIterator[Event]) -> list[Event]:
+    """The events up to and including the first that is not the sources: the status line waits
+    for it, so that a refusal before the answer starts is a plain error response."""
+    head: list[Event] = []
+    async for event in events:
+        head.append(event)
+        if not isinstance(event, SourcesEvent):
+            break
+    return head
