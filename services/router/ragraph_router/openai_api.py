@@ -18,11 +18,12 @@ import grpc
 from aiohttp import web
 from ragraph_client import logs
 from ragraph_client.errors import RagraphError
-from ragraph_client.tensors import InferRequest, InferResponse
+from ragraph_client.tensors import InferResponse
 
 from . import openai_io, rest_io
 from .edge import Edge, retry_after
 from .events import DeltaEvent, Event, FinalEvent, SourcesEvent
+from .openai_llm import LlmModel
 
 log = logging.getLogger("ragraph.router.openai")
 
@@ -74,6 +75,7 @@ def _sse(data: Any) -> bytes:
 class OpenAIApi:
     def __init__(self, edge: Edge) -> None:
         self.edge = edge
+        self.llm = LlmModel(edge)
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -84,8 +86,12 @@ class OpenAIApi:
 
     # --- models ------------------------------------------------------------------------------------
 
-    def _model_entry(self) -> dict[str, Any]:
-        return {"id": self.edge.model, "object": "model", "created": 0, "owned_by": "ragraph"}
+    def _model_names(self) -> list[str]:
+        return [self.edge.model, *self.llm.names]
+
+    @staticmethod
+    def _model_entry(name: str) -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": 0, "owned_by": "ragraph"}
 
     async def models(self, request: web.Request) -> web.Response:
         headers = _lower(request.headers)
@@ -94,17 +100,19 @@ class OpenAIApi:
             self.edge.authenticate(headers)
         except RagraphError as exc:
             return error_response(exc, request_id)
-        return web.json_response({"object": "list", "data": [self._model_entry()]})
+        return web.json_response({"object": "list", "data": [self._model_entry(n) for n in self._model_names()]})
 
     async def model(self, request: web.Request) -> web.Response:
         headers = _lower(request.headers)
         request_id, _ = self.edge.identify("", headers)
         try:
             self.edge.authenticate(headers)
-            self.edge.check_model(request.match_info["model"])
+            name = request.match_info["model"]
+            if name not in self.llm.names:
+                self.edge.check_model(name)
         except RagraphError as exc:
             return error_response(exc, request_id)
-        return web.json_response(self._model_entry())
+        return web.json_response(self._model_entry(name))
 
     # --- chat completions ----------------------------------------------------------------------------
 
@@ -124,14 +132,38 @@ class OpenAIApi:
             return error_response(exc, request_id)
         if chat.user is not None:
             log.info("request %s: user %r", request_id, chat.user)
+        if chat.model in self.llm.names:
+            return await self._llm(request, chat, request_id, headers)
         infer_request = chat.infer_request(request_id)
         if not chat.stream:
             try:
                 response = await self.edge.infer(infer_request, headers, None, method)
             except Exception as exc:  # noqa: BLE001 - mapped to OpenAI's error shape
-                return error_response(exc, infer_request.id)
+                return error_response(exc, request_id)
             return self._whole(response, chat.model)
-        return await self._stream(request, chat, infer_request, headers)
+        stream = self.edge.stream(infer_request, headers, None, "OpenAIChatStream")
+        return await self._stream(request, chat, request_id, _events(stream))
+
+    async def _llm(
+        self, request: web.Request, chat: openai_io.ChatRequest, request_id: str, headers: dict[str, str]
+    ) -> web.StreamResponse:
+        """The LLM on its own: the whole message list, no retrieval."""
+        method = "OpenAIChatStream" if chat.stream else "OpenAIChat"
+        events = self.llm.events(chat, request_id, headers, method)
+        if chat.stream:
+            return await self._stream(request, chat, request_id, events)
+        parts: list[str] = []
+        final: dict[str, Any] = {}
+        try:
+            async for event in events:
+                if isinstance(event, DeltaEvent):
+                    parts.append(event.text)
+                elif isinstance(event, FinalEvent):
+                    final = event.parameters
+        except Exception as exc:  # noqa: BLE001 - mapped to OpenAI's error shape
+            return error_response(exc, request_id)
+        body = openai_io.chat_response(request_id, chat.model, "".join(parts), [], final)
+        return web.json_response(body, headers={REQUEST_ID_HEADER: request_id}, dumps=_dumps)
 
     def _whole(self, response: InferResponse, model: str) -> web.Response:
         answer = response.output("answer").as_strings()[0]
@@ -140,28 +172,25 @@ class OpenAIApi:
         return web.json_response(body, headers={REQUEST_ID_HEADER: response.id}, dumps=_dumps)
 
     async def _stream(
-        self, request: web.Request, chat: openai_io.ChatRequest, infer_request: InferRequest, headers: dict[str, str]
+        self, request: web.Request, chat: openai_io.ChatRequest, request_id: str, events: AsyncGenerator[Event, None]
     ) -> web.StreamResponse:
-        stream = self.edge.stream(infer_request, headers, None, "OpenAIChatStream")
-        events = _events(stream)
         try:
             try:
                 head = await _head(events)
             except Exception as exc:  # noqa: BLE001 - nothing sent yet: a plain error response
-                return error_response(exc, infer_request.id)
-            response = web.StreamResponse(headers={**SSE_HEADERS, REQUEST_ID_HEADER: infer_request.id})
+                return error_response(exc, request_id)
+            response = web.StreamResponse(headers={**SSE_HEADERS, REQUEST_ID_HEADER: request_id})
             await response.prepare(request)
             try:
-                await self._pump(response, chat, infer_request.id, head, events)
+                await self._pump(response, chat, request_id, head, events)
             except ConnectionResetError:
-                log.info("OpenAI stream %s: client disconnected", infer_request.id)
+                log.info("OpenAI stream %s: client disconnected", request_id)
             except asyncio.CancelledError:
-                log.info("OpenAI stream %s: client disconnected", infer_request.id)
+                log.info("OpenAI stream %s: client disconnected", request_id)
                 raise
             return response
         finally:
-            await events.aclose()
-            await stream.aclose()  # stops the graph, and the LLM call, if still running
+            await events.aclose()  # stops the graph, and the LLM call, if still running
 
     async def _pump(
         self,
@@ -204,9 +233,12 @@ def _dumps(data: Any) -> str:
     return rest_io.dumps(data).decode("utf-8")
 
 
-async def _events(stream: AsyncIterator[tuple[Event, InferResponse | None]]) -> AsyncGenerator[Event, None]:
-    async for event, _ in stream:
-        yield event
+async def _events(stream: AsyncGenerator[tuple[Event, InferResponse | None], None]) -> AsyncGenerator[Event, None]:
+    try:
+        async for event, _ in stream:
+            yield event
+    finally:
+        await stream.aclose()
 
 
 async def _head(events: AsyncIterator[Event]) -> list[Event]:

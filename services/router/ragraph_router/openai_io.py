@@ -116,6 +116,7 @@ def _messages(value: Any) -> list[dict[str, str]]:
         role = message.get("role")
         if role not in _ROLES:
             raise BadField(f"messages[{i}].role", f"messages[{i}].role must be one of {', '.join(_ROLES)}")
+        role = "system" if role == "developer" else role  # the LLM has no developer role
         out.append({"role": str(role), "content": _content(message, i)})
     return out
 

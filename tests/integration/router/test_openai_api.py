@@ -136,6 +136,41 @@ def test_stop_and_max_completion_tokens(router: Service, keys: Keys) -> None:
     assert stop not in (cut.choices[0].message.content or "")
 
 
+# --- the LLM on its own ------------------------------------------------------------------------------------
+
+
+def test_llm_model_takes_the_whole_message_list(router: Service, keys: Keys) -> None:
+    sync = client(router, keys.good)
+    before = router.metric(REQUESTS, 'code="OK",method="OpenAIChat"')
+    short = sync.chat.completions.create(model="llm", messages=MESSAGES[1:], **GREEDY)
+    whole = sync.chat.completions.create(model="llm", messages=MESSAGES, **GREEDY)
+    assert router.metric(REQUESTS, 'code="OK",method="OpenAIChat"') == before + 2
+    assert short.usage is not None and whole.usage is not None
+    # the system message reached the LLM: the prompt grew, and no passages were added (no retrieval)
+    assert whole.usage.prompt_tokens > short.usage.prompt_tokens
+    rag = sync.chat.completions.create(model="rag", messages=MESSAGES, **GREEDY)
+    assert rag.usage is not None and rag.usage.prompt_tokens > whole.usage.prompt_tokens + 50
+    assert (whole.model_extra or {})["sources"] == [] and whole.model == "llm"
+    chunks = list(
+        sync.chat.completions.create(
+            model="llm", messages=MESSAGES, stream=True, stream_options={"include_usage": True}, **GREEDY
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text and text == whole.choices[0].message.content
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_llm_model_refuses_graph_parameters(router: Service, keys: Keys) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client(router, keys.good).chat.completions.create(
+            model="llm", messages=MESSAGES, extra_body={"top_k": 2}, **GREEDY
+        )
+    assert caught.value.param == "top_k" and "model 'llm' takes none" in caught.value.message
+    with pytest.raises(openai.AuthenticationError):
+        client(router, None).chat.completions.create(model="llm", messages=MESSAGES, stream=True)
+
+
 # --- errors -------------------------------------------------------------------------------------------------
 
 
@@ -225,7 +260,7 @@ def test_rate_limit_is_429_with_retry_after(router: Service, keys: Keys) -> None
 
 def test_models(router: Service, keys: Keys) -> None:
     sync = client(router, keys.good)
-    assert [m.id for m in sync.models.list()] == ["rag"]
+    assert [m.id for m in sync.models.list()] == ["rag", "llm"]
     model = sync.models.retrieve("rag")
     assert model.id == "rag" and model.owned_by == "ragraph"
     raw = call(router, "GET", "/v1/models", key=keys.good)
