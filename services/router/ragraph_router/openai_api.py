@@ -23,6 +23,7 @@ from ragraph_client.tensors import InferResponse
 from . import openai_io, rest_io
 from .edge import Edge, retry_after
 from .events import DeltaEvent, Event, FinalEvent, SourcesEvent
+from .openai_embed import Embeddings
 from .openai_llm import LlmModel
 
 log = logging.getLogger("ragraph.router.openai")
@@ -76,10 +77,12 @@ class OpenAIApi:
     def __init__(self, edge: Edge) -> None:
         self.edge = edge
         self.llm = LlmModel(edge)
+        self.embeddings = Embeddings(edge)
 
     def routes(self) -> list[web.RouteDef]:
         return [
             web.post("/v1/chat/completions", self.chat),
+            web.post("/v1/embeddings", self.embed),
             web.get("/v1/models", self.models),
             web.get("/v1/models/{model}", self.model),
         ]
@@ -87,7 +90,7 @@ class OpenAIApi:
     # --- models ------------------------------------------------------------------------------------
 
     def _model_names(self) -> list[str]:
-        return [self.edge.model, *self.llm.names]
+        return [self.edge.model, *self.llm.names, *self.embeddings.names]
 
     @staticmethod
     def _model_entry(name: str) -> dict[str, Any]:
@@ -108,11 +111,29 @@ class OpenAIApi:
         try:
             self.edge.authenticate(headers)
             name = request.match_info["model"]
-            if name not in self.llm.names:
+            if name not in self._model_names():
                 self.edge.check_model(name)
         except RagraphError as exc:
             return error_response(exc, request_id)
         return web.json_response(self._model_entry(name))
+
+    # --- embeddings ----------------------------------------------------------------------------------
+
+    async def embed(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        headers = _lower(request.headers)
+        request_id, _ = self.edge.identify("", headers)
+        try:
+            self.edge.authenticate(headers)
+            body = rest_io.load_body(await request.read())
+        except RagraphError as exc:
+            self.edge.refused("OpenAIEmbeddings", exc, started)
+            return error_response(exc, request_id)
+        try:
+            answer = await self.embeddings.create(body, request_id, headers)
+        except Exception as exc:  # noqa: BLE001 - mapped to OpenAI's error shape
+            return error_response(exc, request_id)
+        return web.json_response(answer, headers={REQUEST_ID_HEADER: request_id}, dumps=_dumps)
 
     # --- chat completions ----------------------------------------------------------------------------
 

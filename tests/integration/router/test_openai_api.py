@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import openai
 import pytest
 
@@ -171,6 +172,50 @@ def test_llm_model_refuses_graph_parameters(router: Service, keys: Keys) -> None
         client(router, None).chat.completions.create(model="llm", messages=MESSAGES, stream=True)
 
 
+# --- embeddings ---------------------------------------------------------------------------------------------
+
+
+def test_embeddings_match_the_encoder(router: Service, keys: Keys, encoder_service: Service) -> None:
+    from ragraph_client.client import InferenceClient
+    from ragraph_retrieval.tokens import encoder_counter
+
+    texts = ["How do I descale it?", "Water the fern weekly."]
+    with InferenceClient(encoder_service.grpc_url) as direct:
+        expected = direct.infer("encoder", {"text": texts}).output("embedding").as_numpy()
+    sync = client(router, keys.good)
+    before = router.metric(REQUESTS, 'code="OK",method="OpenAIEmbeddings"')
+    as_floats = sync.embeddings.create(model="encoder", input=texts, encoding_format="float")
+    as_base64 = sync.embeddings.create(model="encoder", input=texts)  # the SDK asks for base64 and decodes it
+    one = sync.embeddings.create(model="encoder", input=texts[1])
+    assert router.metric(REQUESTS, 'code="OK",method="OpenAIEmbeddings"') == before + 3
+    for reply in (as_floats, as_base64):
+        assert [d.index for d in reply.data] == [0, 1] and reply.model == "encoder"
+        assert np.allclose(np.array([d.embedding for d in reply.data]), expected, atol=1e-6)
+    assert np.allclose(one.data[0].embedding, expected[1], atol=1e-6)
+    counter, _ = encoder_counter()
+    assert as_floats.usage.prompt_tokens == sum(counter.count_many(texts)) == as_floats.usage.total_tokens
+    assert one.usage.prompt_tokens == counter.count(texts[1]) > 0
+
+
+def test_embeddings_errors(router: Service, keys: Keys) -> None:
+    sync = client(router, keys.good)
+    with pytest.raises(openai.BadRequestError) as caught:
+        sync.embeddings.create(model="encoder", input=[])
+    assert caught.value.param == "input"
+    with pytest.raises(openai.BadRequestError) as caught:
+        sync.embeddings.create(model="encoder", input="x", dimensions=8)
+    assert caught.value.param == "dimensions" and "384" in caught.value.message
+    with pytest.raises(openai.NotFoundError) as caught:
+        sync.embeddings.create(model="text-embedding-3-small", input="x")
+    assert "unknown model 'text-embedding-3-small'" in caught.value.message
+    bad = call(
+        router, "POST", "/v1/embeddings", {"model": "encoder", "input": "x", "encoding_format": "int8"}, keys.good
+    )
+    assert bad.status == 400 and bad.body["error"]["param"] == "encoding_format"
+    with pytest.raises(openai.AuthenticationError):
+        client(router, None).embeddings.create(model="encoder", input="x")
+
+
 # --- errors -------------------------------------------------------------------------------------------------
 
 
@@ -260,7 +305,7 @@ def test_rate_limit_is_429_with_retry_after(router: Service, keys: Keys) -> None
 
 def test_models(router: Service, keys: Keys) -> None:
     sync = client(router, keys.good)
-    assert [m.id for m in sync.models.list()] == ["rag", "llm"]
+    assert [m.id for m in sync.models.list()] == ["rag", "llm", "encoder"]
     model = sync.models.retrieve("rag")
     assert model.id == "rag" and model.owned_by == "ragraph"
     raw = call(router, "GET", "/v1/models", key=keys.good)
