@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import Any
 
 import grpc
@@ -20,13 +20,14 @@ from ragraph_client import logs
 from ragraph_client.errors import RagraphError
 from ragraph_client.tensors import InferResponse
 
-from . import openai_io, rest_io
+from . import openai_io, openai_out, rest_io
 from .edge import Edge, retry_after
 from .events import DeltaEvent, Event, FinalEvent, SourcesEvent
 from .openai_embed import Embeddings
 from .openai_llm import LlmModel
 
 log = logging.getLogger("ragraph.router.openai")
+Reader = Callable[[dict[str, Any]], openai_io.ChatRequest]
 
 REQUEST_ID_HEADER = "x-request-id"
 SSE_HEADERS = {
@@ -65,7 +66,7 @@ def error_response(exc: Exception, request_id: str) -> web.Response:
     wait = retry_after(exc)
     if wait is not None:
         headers["Retry-After"] = wait
-    body = rest_io.dumps(openai_io.error_body(error, status))
+    body = rest_io.dumps(openai_out.error_body(error, status))
     return web.Response(body=body, status=status, headers=headers, content_type="application/json")
 
 
@@ -82,6 +83,7 @@ class OpenAIApi:
     def routes(self) -> list[web.RouteDef]:
         return [
             web.post("/v1/chat/completions", self.chat),
+            web.post("/v1/completions", self.completions),
             web.post("/v1/embeddings", self.embed),
             web.get("/v1/models", self.models),
             web.get("/v1/models/{model}", self.model),
@@ -138,38 +140,45 @@ class OpenAIApi:
     # --- chat completions ----------------------------------------------------------------------------
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._complete(request, openai_io.read_chat, "OpenAIChat")
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._complete(request, openai_io.read_completion, "OpenAICompletion")
+
+    async def _complete(self, request: web.Request, read: Reader, name: str) -> web.StreamResponse:
         """The key first (a caller without one learns nothing about its body), then the body,
-        field by field; a refusal here is counted and logged like one from the graph."""
+        field by field; a refusal here is counted and logged like one from the graph. ``name``
+        is the metrics method (``Stream`` added for a streamed answer)."""
         started = time.perf_counter()
         headers = _lower(request.headers)
         request_id, _ = self.edge.identify("", headers)
         logs.request_id.set(request_id)
-        method = "OpenAIChat"
+        method = name
         try:
             self.edge.authenticate(headers)
-            chat = openai_io.read_chat(rest_io.load_body(await request.read()))
+            chat = read(rest_io.load_body(await request.read()))
         except RagraphError as exc:
             self.edge.refused(method, exc, started)
             return error_response(exc, request_id)
         if chat.user is not None:
             log.info("request %s: user %r", request_id, chat.user)
+        method = f"{name}Stream" if chat.stream else name
         if chat.model in self.llm.names:
-            return await self._llm(request, chat, request_id, headers)
+            return await self._llm(request, chat, request_id, headers, method)
         infer_request = chat.infer_request(request_id)
         if not chat.stream:
             try:
                 response = await self.edge.infer(infer_request, headers, None, method)
             except Exception as exc:  # noqa: BLE001 - mapped to OpenAI's error shape
                 return error_response(exc, request_id)
-            return self._whole(response, chat.model)
-        stream = self.edge.stream(infer_request, headers, None, "OpenAIChatStream")
+            return self._whole(response, chat)
+        stream = self.edge.stream(infer_request, headers, None, method)
         return await self._stream(request, chat, request_id, _events(stream))
 
     async def _llm(
-        self, request: web.Request, chat: openai_io.ChatRequest, request_id: str, headers: dict[str, str]
+        self, request: web.Request, chat: openai_io.ChatRequest, request_id: str, headers: dict[str, str], method: str
     ) -> web.StreamResponse:
-        """The LLM on its own: the whole message list, no retrieval."""
-        method = "OpenAIChatStream" if chat.stream else "OpenAIChat"
+        """The LLM on its own: the whole message list (or the raw prompt), no retrieval."""
         events = self.llm.events(chat, request_id, headers, method)
         if chat.stream:
             return await self._stream(request, chat, request_id, events)
@@ -183,13 +192,13 @@ class OpenAIApi:
                     final = event.parameters
         except Exception as exc:  # noqa: BLE001 - mapped to OpenAI's error shape
             return error_response(exc, request_id)
-        body = openai_io.chat_response(request_id, chat.model, "".join(parts), [], final)
+        body = openai_out.response(chat, request_id, "".join(parts), [], final)
         return web.json_response(body, headers={REQUEST_ID_HEADER: request_id}, dumps=_dumps)
 
-    def _whole(self, response: InferResponse, model: str) -> web.Response:
+    def _whole(self, response: InferResponse, chat: openai_io.ChatRequest) -> web.Response:
         answer = response.output("answer").as_strings()[0]
         sources = json.loads(response.output("sources").as_strings()[0])
-        body = openai_io.chat_response(response.id, model, answer, sources, dict(response.parameters))
+        body = openai_out.response(chat, response.id, answer, sources, dict(response.parameters))
         return web.json_response(body, headers={REQUEST_ID_HEADER: response.id}, dumps=_dumps)
 
     async def _stream(
@@ -222,9 +231,7 @@ class OpenAIApi:
         events: AsyncIterator[Event],
     ) -> None:
         sources = next((e.sources for e in head if isinstance(e, SourcesEvent)), [])
-        first = openai_io.chunk(request_id, chat.model, {"role": "assistant", "content": ""})
-        first["sources"] = [s.as_json() for s in sources]
-        await response.write(_sse(first))
+        await response.write(_sse(openai_out.first_chunk(chat, request_id, [s.as_json() for s in sources])))
         pending = [e for e in head if not isinstance(e, SourcesEvent)]
         while True:
             event: Event
@@ -237,15 +244,15 @@ class OpenAIApi:
                     break
                 except Exception as exc:  # noqa: BLE001 - the status line is sent: report in band
                     error = _as_ragraph(exc)
-                    await response.write(_sse(openai_io.error_body(error, _STATUS.get(error.code, 500))))
+                    await response.write(_sse(openai_out.error_body(error, _STATUS.get(error.code, 500))))
                     return
             if isinstance(event, DeltaEvent):
-                await response.write(_sse(openai_io.chunk(request_id, chat.model, {"content": event.text})))
+                await response.write(_sse(openai_out.delta_chunk(chat, request_id, event.text)))
             elif isinstance(event, FinalEvent):
-                reason = openai_io.finish_reason(event.parameters.get("finish_reason"))
-                await response.write(_sse(openai_io.chunk(request_id, chat.model, {}, reason)))
+                reason = openai_out.finish_reason(event.parameters.get("finish_reason"))
+                await response.write(_sse(openai_out.delta_chunk(chat, request_id, None, reason)))
                 if chat.include_usage:
-                    await response.write(_sse(openai_io.usage_chunk(request_id, chat.model, event.parameters)))
+                    await response.write(_sse(openai_out.usage_chunk(chat, request_id, event.parameters)))
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
 

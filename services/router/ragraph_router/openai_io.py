@@ -1,5 +1,5 @@
-"""OpenAI's chat-completion JSON <-> the ``rag`` model's request and answer (the OpenAI-compatible
-API's one converter; ``openai_api`` does no JSON shaping). See docs/openai.md.
+"""OpenAI's chat-completion and completion requests -> the ``rag`` model's request (the answers'
+shapes are ``openai_out``'s; ``openai_api`` does no JSON shaping). See docs/openai.md.
 
 The rule for fields: every field OpenAI defines that this API honours is checked and used; the
 fields an SDK sends on its own or that change nothing here (``stream``, ``stream_options``,
@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import json
 import math
-import re
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
-from ragraph_client.errors import InvalidArgument, RagraphError
+from ragraph_client.errors import InvalidArgument
 from ragraph_client.tensors import InferRequest, Param, Tensor
 
 # the rag model's own parameters, taken from the body's top level (OpenAI SDKs: extra_body)
@@ -26,14 +23,6 @@ _OPENAI_FIELDS = {
     "stop", "seed", "n", "user", "metadata", "logprobs", "presence_penalty", "frequency_penalty",
 }  # fmt: skip
 _ROLES = ("system", "developer", "user", "assistant", "tool")
-# OpenAI error types by HTTP status (what its SDKs map to their exception classes)
-ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    404: "not_found_error",
-    429: "rate_limit_error",
-    503: "service_unavailable",
-}
 
 
 class BadField(InvalidArgument):
@@ -52,6 +41,7 @@ class ChatRequest:
     include_usage: bool = False
     user: str | None = None
     params: dict[str, Param] = field(default_factory=dict)  # the rag model's parameters
+    prompt: str | None = None  # /v1/completions: the prompt as given (the llm model takes it raw)
 
     @property
     def question(self) -> str:
@@ -193,75 +183,19 @@ def read_chat(body: dict[str, Any]) -> ChatRequest:
     return chat
 
 
-# --- responses -----------------------------------------------------------------------------------------
-
-_PARAM_IN_MESSAGE = re.compile(r"parameter '(\w+)'")
-
-
-def error_body(exc: RagraphError, status: int) -> dict[str, Any]:
-    """OpenAI's error object; ``param`` is the field at fault when one is known."""
-    param = getattr(exc, "param", None)
-    if param is None:
-        found = _PARAM_IN_MESSAGE.search(exc.message)
-        param = found.group(1) if found else None
-    kind = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    code = "model_not_found" if exc.code == grpc.StatusCode.NOT_FOUND else exc.code.name.lower()
-    return {"error": {"message": exc.message, "type": kind, "param": param, "code": code}}
-
-
-def finish_reason(raw: Any) -> str:
-    """OpenAI's finish_reason for the LLM's: ``length``, ``content_filter`` (the output guard), else ``stop``."""
-    return {"length": "length", "guarded": "content_filter"}.get(str(raw or ""), "stop")
-
-
-def usage(parameters: dict[str, Any]) -> dict[str, int]:
-    prompt = int(parameters.get("prompt_tokens", 0) or 0)
-    completion = int(parameters.get("completion_tokens", 0) or 0)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-
-
-def completion_id(request_id: str) -> str:
-    return f"chatcmpl-{request_id}"
-
-
-def chat_response(
-    request_id: str, model: str, answer: str, sources: list[Any], parameters: dict[str, Any]
-) -> dict[str, Any]:
-    choice = {
-        "index": 0,
-        "message": {"role": "assistant", "content": answer},
-        "finish_reason": finish_reason(parameters.get("finish_reason")),
-        "logprobs": None,
-    }
-    return {
-        "id": completion_id(request_id),
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [choice],
-        "usage": usage(parameters),
-        "sources": sources,
-    }
-
-
-def chunk(request_id: str, model: str, delta: dict[str, Any], reason: str | None = None) -> dict[str, Any]:
-    """One ``chat.completion.chunk`` with one choice."""
-    return {
-        "id": completion_id(request_id),
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": reason, "logprobs": None}],
-    }
-
-
-def usage_chunk(request_id: str, model: str, parameters: dict[str, Any]) -> dict[str, Any]:
-    """The last chunk when ``stream_options.include_usage``: no choices, the usage."""
-    return {
-        "id": completion_id(request_id),
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [],
-        "usage": usage(parameters),
-    }
+def read_completion(body: dict[str, Any]) -> ChatRequest:
+    """A (legacy) completions body: one ``prompt`` string, read as a chat with that one user message."""
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1:
+        prompt = prompt[0]
+    if not isinstance(prompt, str) or not prompt:
+        raise BadField("prompt", "'prompt' must be one non-empty string (token arrays and batches are not taken)")
+    for name, neutral in (("echo", (None, False)), ("best_of", (None, 1)), ("suffix", (None,)), ("logprobs", (None,))):
+        if body.get(name) not in neutral:
+            raise BadField(name, f"'{name}' is not supported (only {neutral[-1]!r})")
+    rest = {k: v for k, v in body.items() if k not in ("prompt", "echo", "best_of", "suffix", "logprobs")}
+    if "messages" in rest:
+        raise BadField("messages", "unknown field 'messages': completions take 'prompt'")
+    chat = read_chat({**rest, "messages": [{"role": "user", "content": prompt}]})
+    chat.prompt = prompt
+    return chat

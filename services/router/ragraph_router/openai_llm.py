@@ -54,7 +54,10 @@ class LlmModel:
             client = edge.service.clients[node.endpoint.url]
             call_headers = edge.tracing.inject(call.span, {**node.endpoint.headers, REQUEST_ID_HEADER: request_id})
             timeout = (node.timeout_ms or edge.service.settings.default_timeout_ms) / 1000
-            inputs = {"messages": [json.dumps(chat.messages, ensure_ascii=False)]}
+            if chat.prompt is not None:  # /v1/completions: the prompt as given, no chat template
+                inputs = {"prompt": [chat.prompt]}
+            else:
+                inputs = {"messages": [json.dumps(chat.messages, ensure_ascii=False)]}
             final: dict[str, Any] = {}
             stream = client.stream(
                 node.endpoint.model, inputs, params, style=node.stream_style, timeout=timeout, headers=call_headers

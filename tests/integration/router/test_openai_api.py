@@ -172,6 +172,40 @@ def test_llm_model_refuses_graph_parameters(router: Service, keys: Keys) -> None
         client(router, None).chat.completions.create(model="llm", messages=MESSAGES, stream=True)
 
 
+# --- completions (prompt in, text out) ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["rag", "llm"])
+def test_completions_whole_and_streamed(router: Service, keys: Keys, model: str) -> None:
+    sync = client(router, keys.good)
+    before = router.metric(REQUESTS, 'code="OK",method="OpenAICompletion"')
+    whole = sync.completions.create(model=model, prompt=QUESTION, **GREEDY)
+    assert router.metric(REQUESTS, 'code="OK",method="OpenAICompletion"') == before + 1
+    assert whole.object == "text_completion" and whole.id.startswith("cmpl-") and whole.model == model
+    assert whole.choices[0].text and whole.choices[0].finish_reason in ("stop", "length")
+    assert whole.usage is not None and 0 < whole.usage.completion_tokens <= 12
+    sources = (whole.model_extra or {})["sources"]
+    assert (len(sources) > 0) == (model == "rag")
+    chunks = list(
+        sync.completions.create(
+            model=model, prompt=QUESTION, stream=True, stream_options={"include_usage": True}, **GREEDY
+        )
+    )
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == whole.choices[0].text
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_completions_refuse_what_they_do_not_do(router: Service, keys: Keys) -> None:
+    sync = client(router, keys.good)
+    for extra, param in (({"echo": True}, "echo"), ({"best_of": 2}, "best_of"), ({"n": 2}, "n")):
+        with pytest.raises(openai.BadRequestError) as caught:
+            sync.completions.create(model="rag", prompt=QUESTION, **extra)
+        assert caught.value.param == param
+    with pytest.raises(openai.BadRequestError) as caught:
+        sync.completions.create(model="llm", prompt=["one", "two"])
+    assert caught.value.param == "prompt" and "batches are not taken" in caught.value.message
+
+
 # --- embeddings ---------------------------------------------------------------------------------------------
 
 
