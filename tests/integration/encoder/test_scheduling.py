@@ -41,18 +41,21 @@ async def test_interactive_requests_are_served_between_the_pieces_of_a_bulk_requ
         started = time.monotonic()
         bulk = asyncio.create_task(client.infer("encoder", {"text": texts}, {"priority": "bulk"}))
         await asyncio.sleep(0.5)  # the bulk request is queued and its first pieces compute
-        served = []
+        served, waits = [], []
         for question in ("how do I rotate the node token?", "which port does the router use?", "what is a chunk?"):
+            sent = time.monotonic()
             guard = await client.infer("classifier", {"text": [question]})  # interactive: the default
             vector = await client.infer("encoder", {"text": [question]}, {"priority": "interactive"})
+            waits.append(time.monotonic() - sent)
             served.append((guard.output("label").as_strings()[0], vector.output("embedding").shape))
             assert not bulk.done(), "an interactive request waited for the whole bulk request"
-        interactive_s = time.monotonic() - started
         embedding = (await bulk).output("embedding").as_numpy()
         bulk_s = time.monotonic() - started
     assert [shape for _, shape in served] == [[1, 384]] * 3
     assert embedding.shape == (QUEUE, 384)
-    assert interactive_s < bulk_s / 2
+    # a question waits for at most the bulk piece in flight (2 of the 48 texts here), not for the
+    # bulk request: each pair of calls took well under a quarter of the bulk request's time
+    assert max(waits) < bulk_s / 4, (waits, bulk_s)
     # the pieces came back in order: each row is its own text's embedding
     with InferenceClient(encoder.grpc_url, timeout=120) as sync:
         alone = sync.infer("encoder", {"text": [texts[0], texts[-1]]}).output("embedding").as_numpy()
@@ -64,8 +67,8 @@ async def test_a_full_bulk_queue_is_resource_exhausted_and_interactive_still_pas
         first = asyncio.create_task(client.infer("encoder", {"text": _bulk(QUEUE, "a")}, {"priority": "bulk"}))
         await asyncio.sleep(0.5)
         start = time.monotonic()
-        with pytest.raises(ResourceExhausted) as info:
-            await client.infer("encoder", {"text": _bulk(8, "b")}, {"priority": "bulk"})
+        with pytest.raises(ResourceExhausted) as info:  # a whole queue's worth more: over while any of 'a' waits
+            await client.infer("encoder", {"text": _bulk(QUEUE, "b")}, {"priority": "bulk"})
         assert time.monotonic() - start < 2.0  # refused at once, not after waiting
         assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert info.value.message.startswith("the bulk queue is full: ")
@@ -75,8 +78,8 @@ async def test_a_full_bulk_queue_is_resource_exhausted_and_interactive_still_pas
         assert not first.done()
         assert (await first).output("embedding").shape == [QUEUE, 384]
         # the queue drained: the refused request goes through now
-        again = await client.infer("encoder", {"text": _bulk(8, "b")}, {"priority": "bulk"})
-        assert again.output("embedding").shape == [8, 384]
+        again = await client.infer("encoder", {"text": _bulk(QUEUE, "b")}, {"priority": "bulk"})
+        assert again.output("embedding").shape == [QUEUE, 384]
 
 
 @pytest.mark.parametrize("model", ["encoder", "classifier"])
