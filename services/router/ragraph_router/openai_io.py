@@ -15,6 +15,7 @@ from typing import Any
 
 from ragraph_client.errors import InvalidArgument
 from ragraph_client.tensors import InferRequest, Param, Tensor
+from ragraph_retrieval import filters
 
 # the rag model's own parameters, taken from the body's top level (OpenAI SDKs: extra_body)
 GRAPH_FIELDS = ("top_k", "filter", "namespace")
@@ -176,7 +177,12 @@ def read_chat(body: dict[str, Any]) -> ChatRequest:
     if raw_filter is not None:
         if not isinstance(raw_filter, (dict, str)):
             raise BadField("filter", "'filter' must be an object (or its JSON text)")
-        limits["filter"] = raw_filter if isinstance(raw_filter, str) else json.dumps(raw_filter, ensure_ascii=False)
+        text = raw_filter if isinstance(raw_filter, str) else json.dumps(raw_filter, ensure_ascii=False)
+        try:
+            filters.load(text)  # checked here too, so that the error names the field
+        except InvalidArgument as exc:
+            raise BadField("filter", exc.message) from exc
+        limits["filter"] = text
     params: dict[str, Param] = {name: value for name, value in limits.items() if value is not None}
     chat = ChatRequest(model, _messages(body.get("messages")), stream, include_usage, user, params)
     _ = chat.question  # a body without a user message is refused here, before any work

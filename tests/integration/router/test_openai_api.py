@@ -89,6 +89,24 @@ def test_chat_completion_answers_with_sources_usage_and_metrics(router: Service,
     assert "user 'alice'" in router.log()
 
 
+def test_graph_parameters_from_extra_body(router: Service, keys: Keys) -> None:
+    sync = client(router, keys.good)
+    for where in ({"doc_id": "houseplant-care.md"}, '{"doc_id": {"$eq": "houseplant-care.md"}}'):
+        reply = sync.chat.completions.create(
+            model="rag", messages=MESSAGES, extra_body={"top_k": 3, "filter": where}, **GREEDY
+        )
+        sources = (reply.model_extra or {})["sources"]
+        assert sources and {s["doc_id"] for s in sources} == {"houseplant-care.md"}
+    empty = sync.chat.completions.create(
+        model="rag", messages=MESSAGES, extra_body={"namespace": "nobody-here"}, **GREEDY
+    )
+    assert (empty.model_extra or {})["sources"] == []
+    with pytest.raises(openai.BadRequestError) as caught:
+        sync.chat.completions.create(model="rag", messages=MESSAGES, extra_body={"filter": {"doc_id": {"$near": 1}}})
+    assert caught.value.param == "filter"
+    assert "$near" in caught.value.message
+
+
 def test_streamed_deltas_equal_the_whole_answer(router: Service, keys: Keys) -> None:
     sync = client(router, keys.good)
     whole = sync.chat.completions.create(model="rag", messages=MESSAGES, **GREEDY)
