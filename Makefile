@@ -46,7 +46,7 @@ serve-encoder: $(STAMP)
 demo: $(STAMP)
 	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} TOKENIZERS_PARALLELISM=false $(BIN)/python scripts/demo.py
 
-# Load test (issue 7): the stack as `make demo` starts it, bench/retrieval/corpus ingested into a temp
+# Load test: the stack as `make demo` starts it, bench/retrieval/corpus ingested into a temp
 # store, locust headless (loadtest/locustfile.py) for USERS users and DURATION; CSV, summary.json
 # and stack.log in loadtest/out/. Exit 1 on errors other than RESOURCE_EXHAUSTED. Installs the
 # `loadtest` extra (locust, no torch) on first use. RAGRAPH_LOADTEST_URL=host:port: test that router.

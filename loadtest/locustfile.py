@@ -5,8 +5,8 @@
 (``make loadtest`` starts the stack and runs this for you.) Each user holds one gRPC channel and asks
 questions back to back (``RAGRAPH_LOADTEST_WAIT`` seconds apart, default 0), drawn at random from
 ``bench/retrieval/questions.jsonl``. Per stream it fires three locust request events, so that all
-three land in ``--csv``'s ``*_stats.csv`` with locust's percentiles (listing 6.12 of the seed wrote
-TTFT and TPS to a CSV of its own; here locust aggregates them):
+three land in ``--csv``'s ``*_stats.csv`` with locust's percentiles (TTFT and tokens/s too: no CSV of
+our own, locust aggregates them):
 
 - type ``grpc``, name ``rag stream``: the whole stream, request sent -> stream closed (ms); a failed
   call is fired with its exception. A call refused with RESOURCE_EXHAUSTED (a rate limit) is fired
