@@ -101,14 +101,15 @@ def inspect(container: str, template: str) -> str:
 
 
 def wait_healthy(compose: Compose, services: tuple[str, ...], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
+    since = time.monotonic()
+    deadline = since + timeout
     ids = {s: compose.container(s) for s in services}
     pending = set(services)
     while pending:
         for service in sorted(pending):
             status = inspect(ids[service], "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}")
             if status.endswith("healthy") and not status.endswith("unhealthy"):
-                print(f"  {service} healthy after {time.monotonic() - STARTED:.0f}s", flush=True)
+                print(f"  {service} healthy {time.monotonic() - since:.0f}s after the wait began", flush=True)
                 pending.discard(service)
         if pending and time.monotonic() > deadline:
             for service in pending:
@@ -118,14 +119,27 @@ def wait_healthy(compose: Compose, services: tuple[str, ...], timeout: float) ->
             time.sleep(3)
 
 
+def crash(container: str, image: str) -> None:
+    """SIGKILL to the container's main process from the engine's host PID namespace. Not `docker
+    kill`: the engine counts that as a manual stop, which `restart: unless-stopped` honours."""
+    pid = int(inspect(container, "{{.State.Pid}}") or 0)
+    if pid <= 0:
+        raise CheckFailed(f"container {container} has no running process")
+    run(["docker", "run", "--rm", "--pid", "host", "--user", "0", "--network", "none", "--entrypoint", "python",
+         image, "-c", f"import os; os.kill({pid}, 9)"])  # fmt: skip
+
+
 def volumes() -> set[str]:
     return set(subprocess.run(["docker", "volume", "ls", "-q"], capture_output=True, text=True).stdout.split())
 
 
+FAILED: list[str] = []
+
+
 def expect(condition: bool, message: str) -> None:
-    if not condition:
-        raise CheckFailed(message)
-    print(f"  ok: {message}", flush=True)
+    """A check of what a step produced: reported, and the run goes on (the exit code says)."""
+    FAILED.extend([] if condition else [message])
+    print(f"  {'ok' if condition else 'FAILED'}: {message}", flush=True)
 
 
 def check_containers(compose: Compose) -> None:
@@ -141,7 +155,9 @@ def check_containers(compose: Compose) -> None:
     )  # fmt: skip
     expect(done.stdout.strip() == "[]", "router image: no torch, transformers or mlserver installed")
     logs = compose("logs", "--no-color", "router", quiet=True).stdout
-    fetched = [host for host in ("openaipublic.blob.core.windows.net", "huggingface.co") if host in logs]
+    hosts = ("openaipublic.blob.core.windows.net", "huggingface.co")
+    # a line may name a URL it did not fetch (the tiktoken fallback's warning says "no download")
+    fetched = [ln for ln in logs.splitlines() if any(h in ln for h in hosts) and "no download" not in ln]
     expect(not fetched, "router log: nothing fetched at start (tiktoken, Hugging Face)")
     for line in logs.splitlines():
         if "tiktoken" in line:
@@ -182,7 +198,7 @@ def main() -> int:
         if not args.no_build:
             step("building the images")
             built = time.monotonic()
-            compose("build", tail=6)
+            compose("build", tail=6, timeout=5400)
             print(f"  built in {time.monotonic() - built:.0f}s", flush=True)
         for service in NODES:
             image = f"ragraph/{service}:{os.environ.get('RAGRAPH_VERSION', '0.1.0')}"
@@ -212,10 +228,10 @@ def main() -> int:
         step("asking over REST, server-sent events")
         ask_sse(8300)
 
-        step("killing the llm container (SIGKILL)")
+        step("the llm crashes: its process killed (SIGKILL, as the OOM killer would)")
         llm = compose.container("llm")
         restarts = int(inspect(llm, "{{.RestartCount}}") or 0)
-        run(["docker", "kill", "-s", "KILL", llm])
+        crash(llm, f"ragraph/router:{os.environ.get('RAGRAPH_VERSION', '0.1.0')}")
         failed = ask_grpc(compose, check=False)
         expect(failed.returncode != 0 and "UNAVAILABLE" in failed.stdout + failed.stderr,
                "an ask while the llm is down fails with UNAVAILABLE")  # fmt: skip
@@ -239,10 +255,10 @@ def main() -> int:
             compose("down", "-v", "--remove-orphans", check=False, tail=12)
     if not args.keep:
         left = volumes() - before
-        if left:
-            print(f"compose-check: FAILED: volumes left behind: {sorted(left)}")
-            return 1
-        print("  ok: no volume left behind")
+        expect(not left, f"no volume left behind {sorted(left) if left else ''}".strip())
+    if FAILED:
+        print(f"\ncompose-check: FAILED ({len(FAILED)}): " + "; ".join(FAILED))
+        return 1
     print(f"\ncompose-check: OK in {time.monotonic() - STARTED:.0f}s")
     return 0
 
