@@ -100,18 +100,22 @@ class OpenAIApi:
 
     async def models(self, request: web.Request) -> web.Response:
         headers = _lower(request.headers)
-        request_id, _ = self.edge.identify("", headers)
+        request_id, bad_id = self.edge.identify("", headers)
         try:
             self.edge.authenticate(headers)
+            if bad_id is not None:  # a bad x-request-id: refused once the key is checked
+                raise bad_id
         except RagraphError as exc:
             return error_response(exc, request_id)
         return web.json_response({"object": "list", "data": [self._model_entry(n) for n in self._model_names()]})
 
     async def model(self, request: web.Request) -> web.Response:
         headers = _lower(request.headers)
-        request_id, _ = self.edge.identify("", headers)
+        request_id, bad_id = self.edge.identify("", headers)
         try:
             self.edge.authenticate(headers)
+            if bad_id is not None:  # a bad x-request-id: refused once the key is checked
+                raise bad_id
             name = request.match_info["model"]
             if name not in self._model_names():
                 self.edge.check_model(name)
@@ -124,9 +128,11 @@ class OpenAIApi:
     async def embed(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
         headers = _lower(request.headers)
-        request_id, _ = self.edge.identify("", headers)
+        request_id, bad_id = self.edge.identify("", headers)
         try:
             self.edge.authenticate(headers)
+            if bad_id is not None:  # a bad x-request-id: refused once the key is checked
+                raise bad_id
             body = rest_io.load_body(await request.read())
         except RagraphError as exc:
             self.edge.refused("OpenAIEmbeddings", exc, started)
@@ -151,11 +157,13 @@ class OpenAIApi:
         is the metrics method (``Stream`` added for a streamed answer)."""
         started = time.perf_counter()
         headers = _lower(request.headers)
-        request_id, _ = self.edge.identify("", headers)
+        request_id, bad_id = self.edge.identify("", headers)
         logs.request_id.set(request_id)
         method = name
         try:
             self.edge.authenticate(headers)
+            if bad_id is not None:  # a bad x-request-id: refused once the key is checked
+                raise bad_id
             chat = read(rest_io.load_body(await request.read()))
         except RagraphError as exc:
             self.edge.refused(method, exc, started)

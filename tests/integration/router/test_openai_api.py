@@ -328,6 +328,22 @@ def test_error_body_has_openai_shape(router: Service, keys: Keys) -> None:
     assert bad_json.status == 400 and bad_json.body["error"]["type"] == "invalid_request_error"
 
 
+def test_request_ids(router: Service, keys: Keys) -> None:
+    url = f"http://{router.http_url}/v1"
+    given = openai.OpenAI(base_url=url, api_key=keys.good, max_retries=0, default_headers={"x-request-id": "oa-42"})
+    assert given.chat.completions.create(model="llm", messages=MESSAGES, **GREEDY).id == "chatcmpl-oa-42"
+    bad = openai.OpenAI(base_url=url, api_key=keys.good, max_retries=0, default_headers={"x-request-id": "bad id"})
+    for create in (
+        lambda: bad.chat.completions.create(model="rag", messages=MESSAGES, **GREEDY),
+        lambda: bad.chat.completions.create(model="llm", messages=MESSAGES, stream=True, **GREEDY),
+        lambda: bad.embeddings.create(model="encoder", input="x"),
+    ):
+        with pytest.raises(openai.BadRequestError) as caught:
+            create()
+        assert "x-request-id" in caught.value.message
+        assert caught.value.response.headers["x-request-id"] not in ("", "bad id")
+
+
 def test_keys(router: Service, keys: Keys) -> None:
     before = router.metric("ragraph_router_unauthenticated_total")
     for stream in (False, True):
