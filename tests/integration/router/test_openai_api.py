@@ -129,6 +129,22 @@ def test_streamed_deltas_equal_the_whole_answer(router: Service, keys: Keys) -> 
     assert router.metric(REQUESTS, 'code="OK",method="OpenAIChatStream"') == before + 1
 
 
+def test_raw_sse_frames_and_refusals_before_the_stream(router: Service, keys: Keys) -> None:
+    body = {"model": "rag", "messages": MESSAGES, "stream": True, **GREEDY}
+    reply = call(router, "POST", "/v1/chat/completions", body, key=keys.good)
+    assert reply.status == 200 and reply.headers["content-type"].startswith("text/event-stream")
+    frames = [f for f in reply.body.split("\n\n") if f]
+    assert all(f.startswith("data: ") for f in frames) and frames[-1] == "data: [DONE]"
+    chunks = [json.loads(f[len("data: ") :]) for f in frames[:-1]]
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""} and "sources" in chunks[0]
+    assert all("sources" not in c for c in chunks[1:])
+    assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
+    # refused by the graph's own parameter check, before any chunk: a plain JSON 400
+    late = call(router, "POST", "/v1/chat/completions", {**body, "top_k": 10_000}, key=keys.good)
+    assert late.status == 400 and late.headers["content-type"].startswith("application/json")
+    assert late.body["error"]["param"] == "top_k"
+
+
 def test_async_client_whole_and_streamed(router: Service, keys: Keys) -> None:
     async def run() -> tuple[str, str, list[object]]:
         async with async_client(router, keys.good) as aclient:
@@ -360,12 +376,19 @@ def test_keys(router: Service, keys: Keys) -> None:
 
 def test_rate_limit_is_429_with_retry_after(router: Service, keys: Keys) -> None:
     limited = client(router, keys.limited)
+    before = router.metric("ragraph_router_rate_limited_total")
     assert limited.chat.completions.create(model="rag", messages=MESSAGES, **GREEDY).choices[0].message.content
-    with pytest.raises(openai.RateLimitError) as caught:
-        limited.chat.completions.create(model="rag", messages=MESSAGES, stream=True, **GREEDY)
-    error = caught.value
-    assert error.status_code == 429 and error.type == "rate_limit_error"
-    assert int(error.response.headers["retry-after"]) >= 1
+    for create in (
+        lambda: limited.chat.completions.create(model="rag", messages=MESSAGES, stream=True, **GREEDY),
+        lambda: limited.chat.completions.create(model="llm", messages=MESSAGES, **GREEDY),
+        lambda: limited.embeddings.create(model="encoder", input="x"),
+    ):
+        with pytest.raises(openai.RateLimitError) as caught:
+            create()
+        error = caught.value
+        assert error.status_code == 429 and error.type == "rate_limit_error"
+        assert int(error.response.headers["retry-after"]) >= 1
+    assert router.metric("ragraph_router_rate_limited_total") == before + 3
 
 
 # --- models ---------------------------------------------------------------------------------------------------
