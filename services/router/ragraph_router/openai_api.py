@@ -91,6 +91,13 @@ class OpenAIApi:
 
     # --- models ------------------------------------------------------------------------------------
 
+    def _let_in(self, headers: Mapping[str, str], bad_id: RagraphError | None) -> None:
+        """The key first (a caller without one learns nothing about its request), then the
+        ``x-request-id`` header's check (a bad one is refused, not replaced without a word)."""
+        self.edge.authenticate(headers)
+        if bad_id is not None:
+            raise bad_id
+
     def _model_names(self) -> list[str]:
         return [self.edge.model, *self.llm.names, *self.embeddings.names]
 
@@ -102,9 +109,7 @@ class OpenAIApi:
         headers = _lower(request.headers)
         request_id, bad_id = self.edge.identify("", headers)
         try:
-            self.edge.authenticate(headers)
-            if bad_id is not None:  # a bad x-request-id: refused once the key is checked
-                raise bad_id
+            self._let_in(headers, bad_id)
         except RagraphError as exc:
             return error_response(exc, request_id)
         return web.json_response({"object": "list", "data": [self._model_entry(n) for n in self._model_names()]})
@@ -113,9 +118,7 @@ class OpenAIApi:
         headers = _lower(request.headers)
         request_id, bad_id = self.edge.identify("", headers)
         try:
-            self.edge.authenticate(headers)
-            if bad_id is not None:  # a bad x-request-id: refused once the key is checked
-                raise bad_id
+            self._let_in(headers, bad_id)
             name = request.match_info["model"]
             if name not in self._model_names():
                 self.edge.check_model(name)
@@ -130,9 +133,7 @@ class OpenAIApi:
         headers = _lower(request.headers)
         request_id, bad_id = self.edge.identify("", headers)
         try:
-            self.edge.authenticate(headers)
-            if bad_id is not None:  # a bad x-request-id: refused once the key is checked
-                raise bad_id
+            self._let_in(headers, bad_id)
             body = rest_io.load_body(await request.read())
         except RagraphError as exc:
             self.edge.refused("OpenAIEmbeddings", exc, started)
@@ -161,9 +162,7 @@ class OpenAIApi:
         logs.request_id.set(request_id)
         method = name
         try:
-            self.edge.authenticate(headers)
-            if bad_id is not None:  # a bad x-request-id: refused once the key is checked
-                raise bad_id
+            self._let_in(headers, bad_id)
             chat = read(rest_io.load_body(await request.read()))
         except RagraphError as exc:
             self.edge.refused(method, exc, started)
