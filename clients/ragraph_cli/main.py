@@ -41,6 +41,28 @@ def _serve_node(settings: Any, create_server: Callable[[Any], tuple[Any, int]], 
     return 0
 
 
+# What each node's extra installs: without them `ragraph serve NODE` names the extra to install.
+_EXTRA_MODULES = ("torch", "mlserver", "sentence_transformers", "transformers", "gguf", "accelerate")
+
+
+def _needs_extra(node: str, serve: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return serve(args)
+        except ModuleNotFoundError as exc:
+            missing = (exc.name or "").split(".")[0]
+            if missing not in _EXTRA_MODULES:
+                raise
+            print(
+                f"ragraph: serving the {node} needs the '{node}' extra ({missing} is not installed): "
+                f"pip install 'ragraph[{node}]' (torch==2.13.0 first, as the Makefile does)",
+                file=sys.stderr,
+            )
+            return 2
+
+    return run
+
+
 def _serve_encoder(args: argparse.Namespace) -> int:
     from ragraph_encoder.server import create_server
     from ragraph_encoder.settings import EncoderSettings
@@ -117,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     encoder.add_argument(
         "--labelset", action="append", metavar="NAME=PATH", help="add or replace a classifier label set"
     )
-    encoder.set_defaults(func=_serve_encoder)
+    encoder.set_defaults(func=_needs_extra("encoder", _serve_encoder))
 
     llm = services.add_parser("llm", help="a Hugging Face causal LM on MLServer (streaming, batching)")
     _add_common(llm, "auto (default), hub id, save_pretrained directory, or .gguf file")
@@ -126,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     llm.add_argument("--max-batch-size", type=int, help="most sequences generated together")
     llm.add_argument("--max-queued", type=int, help="most waiting requests before RESOURCE_EXHAUSTED")
     llm.add_argument("--context-window", type=int, help="override the model's context window (tokens)")
-    llm.set_defaults(func=_serve_llm)
+    llm.set_defaults(func=_needs_extra("llm", _serve_llm))
 
     router = services.add_parser("router", help="the RAG graph: our own grpc.aio V2 server over the other nodes")
     router.add_argument("--graph", help="graph YAML, or a shipped graph by name: rag (default), rag-cached")
