@@ -30,7 +30,8 @@ protos: $(STAMP)
 		$(PROTO_PKG)/inference.proto
 
 lint: $(STAMP)
-	$(BIN)/ruff check clients services tests bench loadtest
+	$(BIN)/ruff check clients services tests bench loadtest scripts
+	$(BIN)/ruff format --check clients services tests bench loadtest scripts
 	$(BIN)/mypy clients/ragraph_client clients/ragraph_cli services/common/ragraph_serving services/encoder/ragraph_encoder services/llm/ragraph_llm services/router/ragraph_retrieval services/router/ragraph_router
 
 test: $(STAMP)

@@ -133,8 +133,9 @@ class _FirstDelta(io.TextIOBase):
 def ask(url: str, q: Question, store: Any, max_tokens: int, loop: LoopDetector) -> Row:
     sink = _FirstDelta()
     sent = time.perf_counter()
-    reply = ask_once(url, q.question, {"debug": True, "temperature": 0, "max_tokens": max_tokens},
-                     stream=True, timeout=300, out=sink)  # fmt: skip
+    reply = ask_once(
+        url, q.question, {"debug": True, "temperature": 0, "max_tokens": max_tokens}, stream=True, timeout=300, out=sink
+    )
     ids = [f"{s['doc_id']}#{s['chunk']}" for s in reply.sources]
     texts = {k: (r.metadata or {}).get("text", "") for k, r in store.fetch(ids).items()} if ids else {}
     holders = [s["n"] for s, i in zip(reply.sources, ids, strict=True) if states_fact(texts.get(i, ""), q.expect)]
@@ -144,28 +145,54 @@ def ask(url: str, q: Question, store: Any, max_tokens: int, loop: LoopDetector) 
     completion, llm_ttft = int(p.get("completion_tokens", 0) or 0), float(p.get("ttft_ms", 0) or 0)
     decode_ms = float(gen.get("ms", 0) or 0) - llm_ttft
     return Row(
-        id=q.id, answer=reply.answer, states_fact=verdict.states_fact, cites_holder=verdict.cites_holder,
-        cites_any=verdict.cites_any, fact_in_prompt=bool(holders),
-        source_in_prompt=any(s["doc_id"] == q.source for s in reply.sources), refusal=verdict.refusal,
-        looping=verdict.looping, repeat_ratio=verdict.repeat_ratio, guard=reply.guard,
-        blocked="generate" not in reply.nodes, finish_reason=str(p.get("finish_reason", "")),
-        completion_tokens=completion, prompt_tokens=int(p.get("prompt_tokens", 0) or 0),
-        client_ttft_ms=round(((sink.first or time.perf_counter()) - sent) * 1000, 1), llm_ttft_ms=round(llm_ttft, 1),
+        id=q.id,
+        answer=reply.answer,
+        states_fact=verdict.states_fact,
+        cites_holder=verdict.cites_holder,
+        cites_any=verdict.cites_any,
+        fact_in_prompt=bool(holders),
+        source_in_prompt=any(s["doc_id"] == q.source for s in reply.sources),
+        refusal=verdict.refusal,
+        looping=verdict.looping,
+        repeat_ratio=verdict.repeat_ratio,
+        guard=reply.guard,
+        blocked="generate" not in reply.nodes,
+        finish_reason=str(p.get("finish_reason", "")),
+        completion_tokens=completion,
+        prompt_tokens=int(p.get("prompt_tokens", 0) or 0),
+        client_ttft_ms=round(((sink.first or time.perf_counter()) - sent) * 1000, 1),
+        llm_ttft_ms=round(llm_ttft, 1),
         decode_tokens_per_s=round((completion - 1) / (decode_ms / 1000), 1) if completion > 1 < decode_ms else None,
         sources=ids,
-    )  # fmt: skip
+    )
 
 
 def run_variant(name: str, spec: str, questions: list[Question], args: argparse.Namespace, work: Path) -> list[Row]:
     graph = variant_graph(spec, work / f"graph-{name}.yaml")
     store_uri = f"local://{work / 'store'}"
     ports = free_ports()
-    config = StackConfig(encoder_port=ports[0], llm_port=ports[1], router_port=ports[2],
-                         llm_model=args.llm_model, store=store_uri, graph=str(graph))  # fmt: skip
+    config = StackConfig(
+        encoder_port=ports[0],
+        llm_port=ports[1],
+        router_port=ports[2],
+        llm_model=args.llm_model,
+        store=store_uri,
+        graph=str(graph),
+    )
     loop = LoopDetector()
     with open(work / f"stack-{name}.log", "w", encoding="utf-8") as log, Stack(config, log=log, color=False) as stack:
-        ingest = [sys.executable, "-m", "ragraph_cli.main", "ingest", str(work / "corpus"), "--store", store_uri,
-                  "--encoder-url", stack.encoder_url, "--no-progress"]  # fmt: skip
+        ingest = [
+            sys.executable,
+            "-m",
+            "ragraph_cli.main",
+            "ingest",
+            str(work / "corpus"),
+            "--store",
+            store_uri,
+            "--encoder-url",
+            stack.encoder_url,
+            "--no-progress",
+        ]
         subprocess.run(ingest, check=True, stdout=subprocess.DEVNULL)
         store = open_store(store_uri)
         rows = []
@@ -210,14 +237,22 @@ def summarize(rows: list[Row]) -> dict[str, Any]:
 
 
 LABELS = {
-    "states_fact": "states the expected fact", "cites_holder": "cites a source holding it",
-    "cites_any": "cites any source [n]", "fact_in_prompt": "fact in a prompt passage (ceiling)",
-    "source_in_prompt": "source doc in the prompt", "refusal": "refusals", "looping": "looping answers",
-    "guard_prompt_injection": "guard says prompt_injection", "guard_blocked": "blocked by the guard",
-    "finish_length": "cut at max_tokens", "completion_tokens_p50": "answer tokens p50",
-    "prompt_tokens_p50": "prompt tokens p50", "client_ttft_ms_p50": "TTFT at the client p50 (ms)",
-    "llm_ttft_ms_p50": "TTFT in the LLM p50 (ms)", "decode_tokens_per_s_p50": "decode tokens/s p50",
-}  # fmt: skip
+    "states_fact": "states the expected fact",
+    "cites_holder": "cites a source holding it",
+    "cites_any": "cites any source [n]",
+    "fact_in_prompt": "fact in a prompt passage (ceiling)",
+    "source_in_prompt": "source doc in the prompt",
+    "refusal": "refusals",
+    "looping": "looping answers",
+    "guard_prompt_injection": "guard says prompt_injection",
+    "guard_blocked": "blocked by the guard",
+    "finish_length": "cut at max_tokens",
+    "completion_tokens_p50": "answer tokens p50",
+    "prompt_tokens_p50": "prompt tokens p50",
+    "client_ttft_ms_p50": "TTFT at the client p50 (ms)",
+    "llm_ttft_ms_p50": "TTFT in the LLM p50 (ms)",
+    "decode_tokens_per_s_p50": "decode tokens/s p50",
+}
 
 
 def table(summaries: dict[str, dict[str, Any]]) -> str:
@@ -249,16 +284,25 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="ragraph-answers-") as tmp:
         work = Path(tmp)
         docs = write_corpus(work / "corpus")
-        print(f"corpus: {len(docs)} docstring files of requests and click; {len(questions)} questions; "
-              f"llm {args.llm_model}; {machine}", file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"corpus: {len(docs)} docstring files of requests and click; {len(questions)} questions; "
+            f"llm {args.llm_model}; {machine}",
+            file=sys.stderr,
+            flush=True,
+        )
         for name, spec in variants:
             started = time.monotonic()
             results[name] = run_variant(name, spec, questions, args, work)
             print(f"variant {name} ({spec or 'as shipped'}): {time.monotonic() - started:.0f}s", file=sys.stderr)
     summaries = {name: summarize(rows) for name, rows in results.items()}
     if args.json:
-        out = {"machine": machine, "llm_model": args.llm_model, "variants": dict(variants), "summaries": summaries,
-               "answers": {n: [asdict(r) for r in rows] for n, rows in results.items()}}  # fmt: skip
+        out = {
+            "machine": machine,
+            "llm_model": args.llm_model,
+            "variants": dict(variants),
+            "summaries": summaries,
+            "answers": {n: [asdict(r) for r in rows] for n, rows in results.items()},
+        }
         print(json.dumps(out, ensure_ascii=False))
     else:
         print(table(summaries))

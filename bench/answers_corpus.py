@@ -19,11 +19,26 @@ from pathlib import Path
 # The modules whose public objects make up the corpus (only objects defined in them, so
 # re-exports are not written twice).
 MODULES = (
-    "requests.api", "requests.sessions", "requests.models", "requests.adapters", "requests.auth",
-    "requests.structures", "requests.exceptions", "requests.cookies", "requests.utils",
-    "click.core", "click.decorators", "click.types", "click.termui", "click.utils", "click.exceptions",
-    "click.testing", "click.parser", "click.formatting", "click.globals",
-)  # fmt: skip
+    "requests.api",
+    "requests.sessions",
+    "requests.models",
+    "requests.adapters",
+    "requests.auth",
+    "requests.structures",
+    "requests.exceptions",
+    "requests.cookies",
+    "requests.utils",
+    "click.core",
+    "click.decorators",
+    "click.types",
+    "click.termui",
+    "click.utils",
+    "click.exceptions",
+    "click.testing",
+    "click.parser",
+    "click.formatting",
+    "click.globals",
+)
 MIN_CHARS = 80  # shorter docstrings ("Returns the foo.") carry no fact worth asking about
 
 

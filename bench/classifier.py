@@ -127,19 +127,25 @@ def main() -> None:
         probs = labelset.probabilities(vectors, texts)
         per_text_ms = (time.perf_counter() - start) / len(texts) * 1000
         counts = {label: sum(1 for _, lab in pairs if lab == label) for label in labelset.labels}
-        print(f"\n## {name}: {len(pairs)} exemplars {counts}, head trained in {built:.2f} s, "
-              f"{per_text_ms:.2f} ms/text for the head (embedding not counted)")  # fmt: skip
+        print(
+            f"\n## {name}: {len(pairs)} exemplars {counts}, head trained in {built:.2f} s, "
+            f"{per_text_ms:.2f} ms/text for the head (embedding not counted)"
+        )
         train_y = np.array([labelset.labels.index(label) for _, label in pairs])
         knn = nearest_exemplar_probs(train_vectors, train_y, len(labelset.labels), vectors)
         truth = np.array([labelset.labels.index(r["label"]) for r in held])
         predicted = probs.argmax(axis=1)
         results[f"{name} agreement"] = float(np.mean(predicted == truth))
-        print(f"held-out agreement: head {np.mean(predicted == truth):.3f}, "
-              f"nearest exemplars {np.mean(knn.argmax(axis=1) == truth):.3f} ({len(held)} texts)")  # fmt: skip
+        print(
+            f"held-out agreement: head {np.mean(predicted == truth):.3f}, "
+            f"nearest exemplars {np.mean(knn.argmax(axis=1) == truth):.3f} ({len(held)} texts)"
+        )
         for j, label in enumerate(labelset.labels):
             mask = truth == j
-            print(f"  {label}: head {np.sum(predicted[mask] == j)}/{mask.sum()}, "
-                  f"nearest exemplars {np.sum(knn.argmax(axis=1)[mask] == j)}/{mask.sum()}")  # fmt: skip
+            print(
+                f"  {label}: head {np.sum(predicted[mask] == j)}/{mask.sum()}, "
+                f"nearest exemplars {np.sum(knn.argmax(axis=1)[mask] == j)}/{mask.sum()}"
+            )
         if name == "query_guard":
             inj = labelset.labels.index(INJECTION)
             is_injection = truth == inj
@@ -162,10 +168,12 @@ def main() -> None:
             for r, p in zip(held, probs, strict=True):
                 if labelset.labels[int(p.argmax())] != r["label"]:
                     print(f"  {r['label']} -> {labelset.labels[int(p.argmax())]} {p.max():.2f}  {r['text'][:100]}")
-    print(f"\nsummary at the shipped threshold {shipped:g}: "
-          f"guard false positives {results['guard false positives']:.1%} (goal <= 2%), "
-          f"injection recall {results['injection recall']:.1%} (goal >= 90%), "
-          f"answer-label agreement {results['answer_class agreement']:.1%} (goal >= 90%)")  # fmt: skip
+    print(
+        f"\nsummary at the shipped threshold {shipped:g}: "
+        f"guard false positives {results['guard false positives']:.1%} (goal <= 2%), "
+        f"injection recall {results['injection recall']:.1%} (goal >= 90%), "
+        f"answer-label agreement {results['answer_class agreement']:.1%} (goal >= 90%)"
+    )
 
 
 if __name__ == "__main__":

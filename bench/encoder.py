@@ -103,8 +103,10 @@ def main() -> None:
     from ragraph_encoder.model import Encoder
     from ragraph_encoder.settings import EncoderSettings
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} torch threads")  # fmt: skip
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} torch threads"
+    )
     # in-process baselines: plain sentence-transformers, and with the weights packed as the service packs them
     encoder = Encoder(EncoderSettings(device="cpu", packed_weights=False))
     packed_encoder = Encoder(EncoderSettings(device="cpu"))
@@ -123,26 +125,35 @@ def main() -> None:
             for r in range(args.rounds):
                 base = in_process_rate(encoder, texts, batch, args.seconds)
                 packed = in_process_rate(packed_encoder, texts, batch, args.seconds)
-                print(f"  round {r + 1}: in-process batch {batch}: {base:8.1f} sentences/s, "
-                      f"packed weights {packed:8.1f}", flush=True)  # fmt: skip
+                print(
+                    f"  round {r + 1}: in-process batch {batch}: {base:8.1f} sentences/s, packed weights {packed:8.1f}",
+                    flush=True,
+                )
                 record(measured, f"in-process encode, batch {batch}", base, base, packed)
                 record(measured, f"in-process encode, batch {batch}, packed weights", packed, base, packed)
                 for clients in (1, 8, 32):
                     rate = asyncio.run(service_rate(service.grpc_url, clients, args.seconds))
                     label = f"service, {clients} clients (batch time {batch_time:g} ms, max {args.max_batch_size})"
-                    print(f"  round {r + 1}: {label}: {rate:8.1f} sentences/s ({rate / base:.2f}; "
-                          f"{rate / packed:.2f} of packed)", flush=True)  # fmt: skip
+                    print(
+                        f"  round {r + 1}: {label}: {rate:8.1f} sentences/s ({rate / base:.2f}; "
+                        f"{rate / packed:.2f} of packed)",
+                        flush=True,
+                    )
                     record(measured, label, rate, base, packed)
         finally:
             service.stop()
         rows += [(label, *values) for label, values in measured.items()]
-    print(f"\n| setup | sentences/s (median of {args.rounds}) | vs in-process (median, range) "
-          "| vs in-process with packed weights (median, range) |")  # fmt: skip
+    print(
+        f"\n| setup | sentences/s (median of {args.rounds}) | vs in-process (median, range) "
+        "| vs in-process with packed weights (median, range) |"
+    )
     print("|---|---:|---:|---:|")
     for label, rates, ratios, packed_ratios in rows:
-        print(f"| {label} | {statistics.median(rates):.1f} | {statistics.median(ratios):.2f} "
-              f"({min(ratios):.2f}–{max(ratios):.2f}) | {statistics.median(packed_ratios):.2f} "
-              f"({min(packed_ratios):.2f}–{max(packed_ratios):.2f}) |")  # fmt: skip
+        print(
+            f"| {label} | {statistics.median(rates):.1f} | {statistics.median(ratios):.2f} "
+            f"({min(ratios):.2f}–{max(ratios):.2f}) | {statistics.median(packed_ratios):.2f} "
+            f"({min(packed_ratios):.2f}–{max(packed_ratios):.2f}) |"
+        )
 
 
 if __name__ == "__main__":

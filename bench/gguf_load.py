@@ -41,8 +41,12 @@ def run_once(mode: str, gguf: Path, cache: Path) -> float:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
     out = subprocess.run(
         [sys.executable, "-c", CHILD, mode, str(gguf), str(cache)],
-        capture_output=True, text=True, check=True, env=env, cwd=REPO,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        cwd=REPO,
+    )
     return float(out.stdout.strip().splitlines()[-1])
 
 

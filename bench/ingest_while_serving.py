@@ -189,9 +189,13 @@ def wait_embedding(ingest: Ingest, name: str) -> None:
 
 
 def run_slice(
-    phase: Phase, router: Service, questions: list[str], args: argparse.Namespace, params: dict[str, Any],
+    phase: Phase,
+    router: Service,
+    questions: list[str],
+    args: argparse.Namespace,
+    params: dict[str, Any],
     ingest: Ingest | None,
-) -> None:  # fmt: skip
+) -> None:
     """One slice of ``phase``: its share of the questions, with ``ingest`` in full flow if given."""
     if ingest is not None:
         wait_embedding(ingest, phase.name)
@@ -201,9 +205,9 @@ def run_slice(
     end = time.monotonic()
     if ingest is not None:
         running = ingest.running()
-        phase.ingest_running_at_end = running if phase.ingest_running_at_end is None else (
-            phase.ingest_running_at_end and running
-        )  # fmt: skip
+        phase.ingest_running_at_end = (
+            running if phase.ingest_running_at_end is None else (phase.ingest_running_at_end and running)
+        )
         phase.ingest_chunks += ingest.embedded_between(start, end)
         phase.ingest_seconds += end - start
         phase.ingest_rate = phase.ingest_chunks / phase.ingest_seconds
@@ -250,8 +254,10 @@ def big_request(encoder: Service, n: int) -> None:
 def report(phases: list[Phase], machine: str) -> None:
     idle = phases[0]
     print(f"\nmachine: {machine}")
-    print(f"{'phase':<22} {'ok':>4} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'p99/idle':>8} {'guard p99':>9} "
-          f"{'encode p99':>10} {'classify p99':>12} {'errors':<24} {'ingest chunks/s':>15}")  # fmt: skip
+    print(
+        f"{'phase':<22} {'ok':>4} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'p99/idle':>8} {'guard p99':>9} "
+        f"{'encode p99':>10} {'classify p99':>12} {'errors':<24} {'ingest chunks/s':>15}"
+    )
     for p in phases:
         errors = ", ".join(f"{k} {v}" for k, v in sorted(p.errors.items())) or "none"
         rate = f"{p.ingest_rate:.1f}" if p.ingest_rate is not None else "-"
@@ -287,8 +293,9 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="ragraph-bench-ingest-serving-"))
     model_dir = str(build_tiny_llm(Path(tempfile.gettempdir()) / "ragraph-bench-bench", kind="bench"))
     load = os.getloadavg()
-    machine = (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-               f"load average at start {load[0]:.1f}")  # fmt: skip
+    machine = (
+        f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, load average at start {load[0]:.1f}"
+    )
     print(f"machine: {machine}", flush=True)
     with ThreadPoolExecutor(2) as pool:
         models = ["encoder", "classifier"]
@@ -301,8 +308,22 @@ def main() -> None:
     ingests: list[Ingest] = []
     try:
         # the questions' store: the corpus once, in the default namespace
-        subprocess.run([sys.executable, "-m", "ragraph_cli.main", "ingest", str(DATA / "corpus"), "--store", store,
-                        "--encoder-url", encoder.grpc_url, "--no-progress"], check=True, cwd=REPO)  # fmt: skip
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ragraph_cli.main",
+                "ingest",
+                str(DATA / "corpus"),
+                "--store",
+                store,
+                "--encoder-url",
+                encoder.grpc_url,
+                "--no-progress",
+            ],
+            check=True,
+            cwd=REPO,
+        )
         env = {"RAGRAPH_ENCODER_URL": encoder.grpc_url, "RAGRAPH_LLM_URL": llm.grpc_url, "RAGRAPH_STORE": store}
         env.update(SHARED)
         router = start_router(root / "router.log", env)
@@ -326,9 +347,12 @@ def main() -> None:
                 ingests.append(ingest)
                 run_slice(phase, router, share, args, params, ingest)
                 ingest.stop()
-            print(f"round {r + 1}/{args.rounds}: " + ", ".join(
-                f"{p.name} p99 {pct(p.latency_ms, 0.99):.0f} ms" for p in phases
-            ) + f"; load average {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+            print(
+                f"round {r + 1}/{args.rounds}: "
+                + ", ".join(f"{p.name} p99 {pct(p.latency_ms, 0.99):.0f} ms" for p in phases)
+                + f"; load average {os.getloadavg()[0]:.1f}",
+                flush=True,
+            )
         alone = Ingest(encoder, f"local://{root}/alone", corpus, "bulk", "alone", root / "ingest-alone.log")
         ingests.append(alone)
         wait_embedding(alone, "ingest alone")

@@ -173,9 +173,12 @@ def main() -> None:
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--streams", default="1,4,16", help="concurrency levels, comma-separated")
     parser.add_argument(
-        "--service-env", action="append", default=[], metavar="NAME=VALUE",
+        "--service-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
         help="environment of the service only (e.g. RAGRAPH_LLM_MIXED_STEPS=false); repeatable",
-    )  # fmt: skip
+    )
     args = parser.parse_args()
     import torch
 
@@ -194,8 +197,10 @@ def main() -> None:
     log = Path(tempfile.mkdtemp()) / "llm.log"
     service = start_service(
         ["llm", "--model", model_dir, "--device", args.device, "--max-batch-size", str(args.max_batch_size)],
-        log, ["llm"], env=dict(item.split("=", 1) for item in args.service_env),
-    )  # fmt: skip
+        log,
+        ["llm"],
+        env=dict(item.split("=", 1) for item in args.service_env),
+    )
     rows = []
     try:
         for streams in [int(n) for n in args.streams.split(",")]:
@@ -211,8 +216,9 @@ def main() -> None:
         service.stop()
 
     base = packed_rate or seq_rate  # the batching's own gain: against generate with the same kernels
-    print("\n| setup | tok/s | vs sequential | vs sequential, packed | TTFT p50 ms | TTFT p95 ms | inter-token p50 ms |"
-          )  # fmt: skip
+    print(
+        "\n| setup | tok/s | vs sequential | vs sequential, packed | TTFT p50 ms | TTFT p95 ms | inter-token p50 ms |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     print(f"| sequential `generate` | {seq_rate:.1f} | 1.00 | {seq_rate / base:.2f} | | | |")
     if packed_rate:

@@ -97,9 +97,10 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--ramp", type=float, default=0.6, help="seconds over which the streams start")
     parser.add_argument(
-        "--steps", default="mixed,alternating",
+        "--steps",
+        default="mixed,alternating",
         help="engine step kinds to compare, comma-separated: mixed (decode and prefill in one pass), alternating",
-    )  # fmt: skip
+    )
     parser.add_argument("--repeat", type=int, default=3, help="runs of each step kind, interleaved")
     args = parser.parse_args()
     from ragraph_llm.model import LanguageModel
@@ -118,9 +119,13 @@ def main() -> None:
     for _ in range(args.repeat):
         for kind in kinds:
             engine = engine_module.Engine(
-                lambda: LanguageModel(settings), settings.max_batch_size, 1024, settings.max_batch_time_ms,
-                max_prefill_tokens=settings.max_prefill_tokens, mixed_steps=kind == "mixed",
-            )  # fmt: skip
+                lambda: LanguageModel(settings),
+                settings.max_batch_size,
+                1024,
+                settings.max_batch_time_ms,
+                max_prefill_tokens=settings.max_prefill_tokens,
+                mixed_steps=kind == "mixed",
+            )
             try:
                 asyncio.run(run(engine, ids, 1, 2, 0.0, args.tokens))  # warm-up
                 stats.clear()
@@ -145,8 +150,10 @@ def main() -> None:
             if name not in phases[kind]:
                 continue
             calls, seconds, rows = phases[kind][name]
-            print(f"| {kind} | {name.lstrip('_')} | {calls:.0f} | {1e3 * seconds / max(calls, 1):.2f} | "
-                  f"{rows / max(calls, 1):.1f} | {seconds / total:.0%} |")  # fmt: skip
+            print(
+                f"| {kind} | {name.lstrip('_')} | {calls:.0f} | {1e3 * seconds / max(calls, 1):.2f} | "
+                f"{rows / max(calls, 1):.1f} | {seconds / total:.0%} |"
+            )
 
 
 if __name__ == "__main__":

@@ -100,8 +100,9 @@ def greedy(model: Any, ids: list[list[int]], tokens: int) -> list[list[int]]:
     outs = []
     for prompt in ids:
         x = torch.tensor([prompt])
-        y = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=tokens, min_new_tokens=tokens,
-                           do_sample=False)  # fmt: skip
+        y = model.generate(
+            x, attention_mask=torch.ones_like(x), max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False
+        )
         outs.append([int(t) for t in y[0, len(prompt) :]])
     return outs
 
@@ -147,16 +148,22 @@ def main() -> None:
             for variant in variants:
                 costs[variant].append(step_costs(models[variant], ids))
     keys = ["decode 1", "decode 16", "prefill 4"]
-    print(f"\nforward-pass ms (median of {args.repeat} interleaved rounds); greedy agreement with float32 "
-          f"`generate` over 8 prompts x {args.tokens} tokens")  # fmt: skip
-    print("| variant | decode, 1 row | decode, 16 rows | prefill, 4 x ~31 tokens | vs plain (16 rows) | "
-          "greedy agreement | set-up s |")  # fmt: skip
+    print(
+        f"\nforward-pass ms (median of {args.repeat} interleaved rounds); greedy agreement with float32 "
+        f"`generate` over 8 prompts x {args.tokens} tokens"
+    )
+    print(
+        "| variant | decode, 1 row | decode, 16 rows | prefill, 4 x ~31 tokens | vs plain (16 rows) | "
+        "greedy agreement | set-up s |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     plain16 = statistics.median(c["decode 16"] for c in costs.get("plain", costs[variants[0]]))
     for variant in variants:
         med = {k: statistics.median(c[k] for c in costs[variant]) for k in keys}
-        print(f"| {variant} | {med['decode 1']:.2f} | {med['decode 16']:.2f} | {med['prefill 4']:.2f} | "
-              f"{plain16 / med['decode 16']:.2f}x | {agree[variant]:.0%} | {prepared[variant]:.1f} |")  # fmt: skip
+        print(
+            f"| {variant} | {med['decode 1']:.2f} | {med['decode 16']:.2f} | {med['prefill 4']:.2f} | "
+            f"{plain16 / med['decode 16']:.2f}x | {agree[variant]:.0%} | {prepared[variant]:.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -86,10 +86,24 @@ def run_locust(args: argparse.Namespace, url: str, prefix: Path, extra: dict[str
     if args.max_tokens is not None:
         env["RAGRAPH_LOADTEST_MAX_TOKENS"] = str(args.max_tokens)
     cmd = [
-        sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "locustfile.py"), "--headless",
-        "-u", str(args.users), "-r", str(args.spawn_rate), "-t", args.duration,
-        "--stop-timeout", str(args.stop_timeout), "--csv", str(prefix), "--only-summary",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(REPO / "loadtest" / "locustfile.py"),
+        "--headless",
+        "-u",
+        str(args.users),
+        "-r",
+        str(args.spawn_rate),
+        "-t",
+        args.duration,
+        "--stop-timeout",
+        str(args.stop_timeout),
+        "--csv",
+        str(prefix),
+        "--only-summary",
+    ]
     print("$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
     extra["loadavg_1m_before"] = round(os.getloadavg()[0], 2)
     rc = subprocess.run(cmd, env=env, cwd=REPO).returncode
@@ -168,8 +182,16 @@ def main(argv: list[str] | None = None) -> int:
                 extra["router"] = stack.router_url
 
                 step(f"ingesting {args.corpus} into {store}")
-                cmd = [*RAGRAPH, "ingest", str(args.corpus), "--store", store, "--encoder-url", stack.encoder_url,
-                       "--no-progress"]  # fmt: skip
+                cmd = [
+                    *RAGRAPH,
+                    "ingest",
+                    str(args.corpus),
+                    "--store",
+                    store,
+                    "--encoder-url",
+                    stack.encoder_url,
+                    "--no-progress",
+                ]
                 subprocess.run(cmd, check=True)
 
                 step(f"locust: {args.users} users for {args.duration} against {stack.router_url}")

@@ -125,8 +125,24 @@ def crash(container: str, image: str) -> None:
     pid = int(inspect(container, "{{.State.Pid}}") or 0)
     if pid <= 0:
         raise CheckFailed(f"container {container} has no running process")
-    run(["docker", "run", "--rm", "--pid", "host", "--user", "0", "--network", "none", "--entrypoint", "python",
-         image, "-c", f"import os; os.kill({pid}, 9)"])  # fmt: skip
+    run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--pid",
+            "host",
+            "--user",
+            "0",
+            "--network",
+            "none",
+            "--entrypoint",
+            "python",
+            image,
+            "-c",
+            f"import os; os.kill({pid}, 9)",
+        ]
+    )
 
 
 def volumes() -> set[str]:
@@ -145,14 +161,22 @@ def expect(condition: bool, message: str) -> None:
 def check_containers(compose: Compose) -> None:
     for service in NODES:
         done = compose(
-            "exec", "-T", service, "python", "-c",
+            "exec",
+            "-T",
+            service,
+            "python",
+            "-c",
             "import pathlib; p = pathlib.Path.home() / '.probe'; p.write_text('x'); p.unlink(); print(p.parent)",
-        )  # fmt: skip
+        )
         expect(done.stdout.strip() == "/home/ragraph", f"{service}: the home directory /home/ragraph is writable")
     done = compose(
-        "exec", "-T", "router", "python", "-c",
+        "exec",
+        "-T",
+        "router",
+        "python",
+        "-c",
         "import importlib.util as u; print([m for m in ('torch', 'transformers', 'mlserver') if u.find_spec(m)])",
-    )  # fmt: skip
+    )
     expect(done.stdout.strip() == "[]", "router image: no torch, transformers or mlserver installed")
     logs = compose("logs", "--no-color", "router", quiet=True).stdout
     hosts = ("openaipublic.blob.core.windows.net", "huggingface.co")
@@ -166,15 +190,41 @@ def check_containers(compose: Compose) -> None:
 
 def ask_grpc(compose: Compose, check: bool = True) -> subprocess.CompletedProcess[str]:
     return compose(
-        "exec", "-T", "router", "ragraph", "ask", QUESTION, "--stream", "--router-url", "127.0.0.1:8301",
-        "--max-tokens", "48", "--temperature", "0", "--timeout", "180", check=check,
-    )  # fmt: skip
+        "exec",
+        "-T",
+        "router",
+        "ragraph",
+        "ask",
+        QUESTION,
+        "--stream",
+        "--router-url",
+        "127.0.0.1:8301",
+        "--max-tokens",
+        "48",
+        "--temperature",
+        "0",
+        "--timeout",
+        "180",
+        check=check,
+    )
 
 
 def ask_sse(port: int) -> None:
     body = json.dumps({"text_input": QUESTION, "parameters": {"max_tokens": 32, "temperature": 0}})
-    done = run(["curl", "-sN", "--max-time", "180", f"http://127.0.0.1:{port}/v2/models/rag/generate_stream",
-                "-H", "content-type: application/json", "-d", body], tail=8)  # fmt: skip
+    done = run(
+        [
+            "curl",
+            "-sN",
+            "--max-time",
+            "180",
+            f"http://127.0.0.1:{port}/v2/models/rag/generate_stream",
+            "-H",
+            "content-type: application/json",
+            "-d",
+            body,
+        ],
+        tail=8,
+    )
     events = [json.loads(line[5:]) for line in done.stdout.splitlines() if line.startswith("data:")]
     text = "".join(str(e.get("answer", "")) for e in events)
     expect(len(events) >= 3 and text.strip() != "", f"SSE: {len(events)} events, {len(text)} characters of answer")
@@ -216,10 +266,25 @@ def main() -> int:
         step("ingesting docs/ and README.md into the router's store volume")
         docs, readme = f"{REPO / 'docs'}:/corpus/docs:ro", f"{REPO / 'README.md'}:/corpus/README.md:ro"
         compose(
-            "run", "--rm", "-T", "-v", docs, "-v", readme,
-            "router", "ragraph", "ingest", "/corpus/docs", "/corpus/README.md", "--store", "local:///data/store",
-            "--encoder-url", "encoder:8101", "--no-progress", tail=4,
-        )  # fmt: skip
+            "run",
+            "--rm",
+            "-T",
+            "-v",
+            docs,
+            "-v",
+            readme,
+            "router",
+            "ragraph",
+            "ingest",
+            "/corpus/docs",
+            "/corpus/README.md",
+            "--store",
+            "local:///data/store",
+            "--encoder-url",
+            "encoder:8101",
+            "--no-progress",
+            tail=4,
+        )
 
         step("asking over gRPC, streamed")
         done = ask_grpc(compose)
@@ -233,8 +298,10 @@ def main() -> int:
         restarts = int(inspect(llm, "{{.RestartCount}}") or 0)
         crash(llm, f"ragraph/router:{os.environ.get('RAGRAPH_VERSION', '0.1.0')}")
         failed = ask_grpc(compose, check=False)
-        expect(failed.returncode != 0 and "UNAVAILABLE" in failed.stdout + failed.stderr,
-               "an ask while the llm is down fails with UNAVAILABLE")  # fmt: skip
+        expect(
+            failed.returncode != 0 and "UNAVAILABLE" in failed.stdout + failed.stderr,
+            "an ask while the llm is down fails with UNAVAILABLE",
+        )
         deadline = time.monotonic() + 120
         while int(inspect(llm, "{{.RestartCount}}") or 0) == restarts:
             if time.monotonic() > deadline:

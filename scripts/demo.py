@@ -74,13 +74,23 @@ def main() -> int:
             print(stack.banner(choice.label))
 
             step("ingesting the project's own docs/ and README.md through the encoder")
-            ragraph("ingest", "docs", "README.md", "--store", STORE, "--encoder-url", stack.encoder_url,
-                    "--no-progress")  # fmt: skip
+            ragraph(
+                "ingest", "docs", "README.md", "--store", STORE, "--encoder-url", stack.encoder_url, "--no-progress"
+            )
 
             step("asking the graph (streamed)")
             max_tokens = "56"  # the three-line answer fits; random tokens (tiny) need no more either
-            ragraph("ask", QUESTION, "--stream", "--router-url", stack.router_url, "--max-tokens", max_tokens,
-                    "--temperature", "0")  # fmt: skip
+            ragraph(
+                "ask",
+                QUESTION,
+                "--stream",
+                "--router-url",
+                stack.router_url,
+                "--max-tokens",
+                max_tokens,
+                "--temperature",
+                "0",
+            )
         except StackError as exc:
             exc.report("make demo", LOG)
             return 1

@@ -179,9 +179,14 @@ def ask(args: argparse.Namespace) -> int:
     show = _Echo(sys.stdout) if args.stream and not args.json else None
     try:
         answer = ask_once(
-            args.router_url, args.question, params,
-            stream=args.stream, timeout=args.timeout, out=show, connect=client_kwargs(args),
-        )  # fmt: skip
+            args.router_url,
+            args.question,
+            params,
+            stream=args.stream,
+            timeout=args.timeout,
+            out=show,
+            connect=client_kwargs(args),
+        )
     except RagraphError:
         if show is not None and show.used:
             print(flush=True)  # end the partial answer's line before the error

@@ -45,8 +45,18 @@ def check(args: argparse.Namespace) -> int:
     stores = sorted({n.endpoint.store for n in graph.nodes if n.endpoint and n.endpoint.store})
     source = args.file or "the shipped rag graph"
     if args.json:
-        print(json.dumps({"graph": graph.name, "file": args.file, "ok": not problems, "problems": problems,
-                          "models": models, "stores": stores}))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "graph": graph.name,
+                    "file": args.file,
+                    "ok": not problems,
+                    "problems": problems,
+                    "models": models,
+                    "stores": stores,
+                }
+            )
+        )
         return 0 if not problems else 1
     servers = sorted({m["url"] for m in models})
     if not problems:

@@ -30,8 +30,18 @@ def create(args: argparse.Namespace) -> int:
         print(f"ragraph keys: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps({"key": key, "id": record.id, "name": record.name, "hash": record.hash,
-                          "limits": record.limits.to_json(), "file": str(path)}))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "key": key,
+                    "id": record.id,
+                    "name": record.name,
+                    "hash": record.hash,
+                    "limits": record.limits.to_json(),
+                    "file": str(path),
+                }
+            )
+        )
         return 0
     print(f"created API key {record.id} ({record.name}) in {path}")
     print(f"key:  {key}")

@@ -94,8 +94,19 @@ def _serve_router(args: argparse.Namespace) -> int:
     from ragraph_router.server import create_server, run
     from ragraph_router.settings import RouterSettings
 
-    fields = ("graph", "grpc_port", "http_port", "metrics_port", "host", "model_name", "api_keys_file", "redis_url",
-              "tls_cert", "tls_key", "tls_client_ca")  # fmt: skip
+    fields = (
+        "graph",
+        "grpc_port",
+        "http_port",
+        "metrics_port",
+        "host",
+        "model_name",
+        "api_keys_file",
+        "redis_url",
+        "tls_cert",
+        "tls_key",
+        "tls_client_ca",
+    )
     settings = RouterSettings(**_overrides(args, fields))  # type: ignore[arg-type]
     server, _ = create_server(settings)
     run(server)

@@ -43,4 +43,3 @@ def free_ports(host: str = "127.0.0.1") -> tuple[int, int, int]:
             if all(port_free(p, host) for p in block):
                 found.append(port)
     return found[0], found[1], found[2]
-

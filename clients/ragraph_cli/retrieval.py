@@ -138,8 +138,11 @@ def add_commands(commands: Any) -> None:
     add_store_args(ing)
     ing.add_argument("--root", help="document ids are paths relative to this folder (default: each PATH)")
     ing.add_argument("--prune", action="store_true", help="delete documents whose files are gone")
-    ing.add_argument("--encoder-model", default="sentence-transformers/all-MiniLM-L6-v2",
-                     help="tokenizer for chunk sizes: the encoder service's model id or path")  # fmt: skip
+    ing.add_argument(
+        "--encoder-model",
+        default="sentence-transformers/all-MiniLM-L6-v2",
+        help="tokenizer for chunk sizes: the encoder service's model id or path",
+    )
     ing.add_argument("--chunk-tokens", type=int, default=192, help="target chunk size in encoder tokens")
     ing.add_argument("--overlap-tokens", type=int, default=32, help="tokens a chunk repeats from the previous one")
     ing.add_argument("--batch-size", type=int, default=64, help="texts per encoder request")

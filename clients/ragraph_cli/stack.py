@@ -140,10 +140,16 @@ class Stack:
     def ports(self) -> dict[int, str]:
         c = self.config
         return {
-            c.encoder_port - 1: "encoder HTTP", c.encoder_port: "encoder gRPC", c.encoder_port + 1: "encoder metrics",
-            c.llm_port - 1: "llm HTTP", c.llm_port: "llm gRPC", c.llm_port + 1: "llm metrics",
-            c.router_port - 1: "router REST", c.router_port: "router gRPC", c.router_port + 1: "router metrics",
-        }  # fmt: skip
+            c.encoder_port - 1: "encoder HTTP",
+            c.encoder_port: "encoder gRPC",
+            c.encoder_port + 1: "encoder metrics",
+            c.llm_port - 1: "llm HTTP",
+            c.llm_port: "llm gRPC",
+            c.llm_port + 1: "llm metrics",
+            c.router_port - 1: "router REST",
+            c.router_port: "router gRPC",
+            c.router_port + 1: "router metrics",
+        }
 
     def _command(self, name: str) -> tuple[list[str], dict[str, str]]:
         c = self.config

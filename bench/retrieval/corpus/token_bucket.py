@@ -106,8 +106,14 @@ class KeyedRateLimiter:
     forgetting it changes no decision.
     """
 
-    def __init__(self, rate: float, capacity: float, idle_ttl: float = 300.0,
-                 clock: Clock = time.monotonic, sweep_every: int = 1000) -> None:
+    def __init__(
+        self,
+        rate: float,
+        capacity: float,
+        idle_ttl: float = 300.0,
+        clock: Clock = time.monotonic,
+        sweep_every: int = 1000,
+    ) -> None:
         self.rate = rate
         self.capacity = capacity
         self.idle_ttl = idle_ttl

@@ -31,8 +31,8 @@ class CacheStats:
 
     hits: int = 0
     misses: int = 0
-    evictions: int = 0      # removed because the cache was full
-    expirations: int = 0    # removed because their ttl had passed
+    evictions: int = 0  # removed because the cache was full
+    expirations: int = 0  # removed because their ttl had passed
 
     @property
     def hit_ratio(self) -> float:
@@ -43,8 +43,9 @@ class CacheStats:
 class TTLLRUCache:
     """Least-recently-used cache with per-entry expiry. All methods are thread-safe."""
 
-    def __init__(self, max_entries: int = 1024, default_ttl: float | None = 60.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, max_entries: int = 1024, default_ttl: float | None = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self.max_entries = max_entries
@@ -153,8 +154,8 @@ if __name__ == "__main__":
     c = TTLLRUCache(max_entries=2, default_ttl=0.5)
     c.set("a", 1)
     c.set("b", 2)
-    c.get("a")          # "a" is now the most recently used
-    c.set("c", 3)       # evicts "b", the least recently used
+    c.get("a")  # "a" is now the most recently used
+    c.set("c", 3)  # evicts "b", the least recently used
     print(sorted(k for k in ("a", "b", "c") if k in c), c.stats)
     time.sleep(0.6)
     print("after ttl:", c.get("a"), c.stats.hit_ratio)

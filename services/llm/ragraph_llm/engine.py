@@ -111,10 +111,13 @@ class Engine(MixedSteps, AlternatingSteps):
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Event] = asyncio.Queue()
         seq = Sequence(
-            prompt_ids, params, TextStream(self.lm.tokenizer, params.stop),
-            loop=loop, put=queue.put_nowait,
+            prompt_ids,
+            params,
+            TextStream(self.lm.tokenizer, params.stop),
+            loop=loop,
+            put=queue.put_nowait,
             generator=make_generator(params, self.lm.device),
-        )  # fmt: skip
+        )
         self.submit(seq)
         finished = False
         try:
@@ -288,10 +291,13 @@ class Engine(MixedSteps, AlternatingSteps):
         self._post(
             seq,
             Event(
-                text, reason, len(seq.prompt_ids), len(seq.tokens),
+                text,
+                reason,
+                len(seq.prompt_ids),
+                len(seq.tokens),
                 (seq.first_token_at - seq.submitted) * 1000.0,
-            )
-        )  # fmt: skip
+            ),
+        )
 
     def _reap(self) -> None:
         keep = [i for i, s in enumerate(self._running) if s.finish_reason is None and not s.cancelled]

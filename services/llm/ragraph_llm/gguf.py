@@ -190,8 +190,13 @@ def converted_dir(path: Path, cache_dir: Path) -> tuple[Path, bool]:
             model.save_pretrained(str(tmp))
             tokenizer.save_pretrained(str(tmp))
             del model
-            meta = {"source": str(path), "sha256": sha256, "size": path.stat().st_size, "entry": entry.name,
-                    "convert_s": round(time.monotonic() - started, 2)}  # fmt: skip
+            meta = {
+                "source": str(path),
+                "sha256": sha256,
+                "size": path.stat().st_size,
+                "entry": entry.name,
+                "convert_s": round(time.monotonic() - started, 2),
+            }
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
             tmp.chmod(0o755)  # mkdtemp makes it 0700
             try:

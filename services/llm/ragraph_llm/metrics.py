@@ -16,13 +16,17 @@ class EngineMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         kw: dict[str, Any] = {"registry": registry}
         self.ttft = Histogram(
-            "ragraph_llm_time_to_first_token_seconds", "Submit to first generated token.",
-            buckets=_LATENCY_BUCKETS, **kw,
-        )  # fmt: skip
+            "ragraph_llm_time_to_first_token_seconds",
+            "Submit to first generated token.",
+            buckets=_LATENCY_BUCKETS,
+            **kw,
+        )
         self.inter_token = Histogram(
-            "ragraph_llm_inter_token_seconds", "Time between consecutive tokens of one sequence.",
-            buckets=_INTER_TOKEN_BUCKETS, **kw,
-        )  # fmt: skip
+            "ragraph_llm_inter_token_seconds",
+            "Time between consecutive tokens of one sequence.",
+            buckets=_INTER_TOKEN_BUCKETS,
+            **kw,
+        )
         self.tokens = Counter("ragraph_llm_generated_tokens", "Tokens generated.", **kw)
         self.prompt_tokens = Counter("ragraph_llm_prompt_tokens", "Prompt tokens prefilled.", **kw)
         self.finished = Counter(
@@ -32,9 +36,11 @@ class EngineMetrics:
         self.queue_depth = Gauge("ragraph_llm_queue_depth", "Requests waiting for a batch slot.", **kw)
         self.running = Gauge("ragraph_llm_running_sequences", "Sequences in the running batch.", **kw)
         self.batch_size = Histogram(
-            "ragraph_llm_step_batch_size", "Sequences per engine step.",
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128), **kw,
-        )  # fmt: skip
+            "ragraph_llm_step_batch_size",
+            "Sequences per engine step.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            **kw,
+        )
 
 
 def engine_metrics(registry: CollectorRegistry) -> EngineMetrics:

@@ -88,8 +88,12 @@ class LanguageModel:
         self.has_chat_template = bool(getattr(self.tokenizer, "chat_template", None))
         log.info(
             "loaded %s on %s (%s), window %d tokens, chat template: %s",
-            self.name, self.device, self.dtype, self.window, self.has_chat_template,
-        )  # fmt: skip
+            self.name,
+            self.device,
+            self.dtype,
+            self.window,
+            self.has_chat_template,
+        )
 
     def _window_from_config(self) -> int:
         config = self.model.config.get_text_config()

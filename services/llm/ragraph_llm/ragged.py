@@ -111,9 +111,14 @@ def _attend(
 ) -> torch.Tensor:
     gqa = query.shape[1] != key.shape[1]
     return torch.nn.functional.scaled_dot_product_attention(
-        query, key, value, attn_mask=mask, is_causal=mask is None and query.shape[2] > 1, scale=scaling,
+        query,
+        key,
+        value,
+        attn_mask=mask,
+        is_causal=mask is None and query.shape[2] > 1,
+        scale=scaling,
         enable_gqa=gqa,
-    )  # fmt: skip
+    )
 
 
 def mixed_attention(
@@ -179,9 +184,12 @@ def forward(
     step = MixedStep(cache, running, where, col=cache.end - 1)
     ids = torch.tensor([last + [t for piece in pieces for t in piece.ids]], dtype=torch.long, device=device)
     out = model(
-        input_ids=ids, position_ids=_positions(at, pieces, device), use_cache=False,
-        logits_to_keep=_last_tokens(len(running), pieces, device), **{STEP_KWARG: step},
-    )  # fmt: skip
+        input_ids=ids,
+        position_ids=_positions(at, pieces, device),
+        use_cache=False,
+        logits_to_keep=_last_tokens(len(running), pieces, device),
+        **{STEP_KWARG: step},
+    )
     return out.logits[0].float(), [slot for slot, _ in placed]
 
 
@@ -213,6 +221,7 @@ def supports_mixed_steps(model: Any, vocab: int) -> bool:
     schedule = [[0, 1], [2], []]  # which sequences join at each step; every earlier one decodes
     fed = [[(11 + 2 * k + step) % vocab for step in range(2)] for k in range(3)]  # tokens fed back
     switch(model, False)
+
     def decoded(k: int, step: int) -> int:  # decode steps sequence k has had before ``step``
         return step - next(i for i, j in enumerate(schedule) if k in j)
 
@@ -227,9 +236,13 @@ def supports_mixed_steps(model: Any, vocab: int) -> bool:
         for step, joining in enumerate(schedule):
             running = [k for k in range(3) if k in slots]
             logits, new = forward(
-                model, cache, [slots[k] for k in running], [fed[k][decoded(k, step) - 1] for k in running],
-                [len(seqs[k]) + decoded(k, step) - 1 for k in running], [Piece(seqs[k]) for k in joining],
-            )  # fmt: skip
+                model,
+                cache,
+                [slots[k] for k in running],
+                [fed[k][decoded(k, step) - 1] for k in running],
+                [len(seqs[k]) + decoded(k, step) - 1 for k in running],
+                [Piece(seqs[k]) for k in joining],
+            )
             slots.update(zip(joining, new, strict=True))
             got.extend(logits)
     except Exception as exc:  # noqa: BLE001 - any failure means: not this model

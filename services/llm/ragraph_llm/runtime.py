@@ -57,9 +57,15 @@ class LLMRuntime(RagraphRuntime):
         # The engine's own thread loads the model: it is then the only thread running torch
         # compute (see Engine). The constructor waits for the load, so it runs off the event loop.
         self.engine = await asyncio.to_thread(
-            Engine, lambda: LanguageModel(config), config.max_batch_size, config.max_queued,
-            config.max_batch_time_ms, engine_metrics(REGISTRY), config.max_prefill_tokens, config.mixed_steps,
-        )  # fmt: skip
+            Engine,
+            lambda: LanguageModel(config),
+            config.max_batch_size,
+            config.max_queued,
+            config.max_batch_time_ms,
+            engine_metrics(REGISTRY),
+            config.max_prefill_tokens,
+            config.mixed_steps,
+        )
         self.lm = self.engine.lm
         self.declare(
             [TensorSpec("prompt", "BYTES", [1]), TensorSpec("messages", "BYTES", [1])],

@@ -74,11 +74,21 @@ class MixedSteps(EngineState):
     def _mixed_step(self, pieces: list[tuple[Sequence, int]]) -> None:
         decoding = [s for s in self._running if s.prompt_in]
         logits, slots = ragged.forward(
-            self.lm.model, self._slots, [s.slot for s in decoding], [s.tokens[-1] for s in decoding],
+            self.lm.model,
+            self._slots,
+            [s.slot for s in decoding],
+            [s.tokens[-1] for s in decoding],
             [len(s.prompt_ids) + len(s.tokens) - 1 for s in decoding],
-            [ragged.Piece(s.prompt_ids[s.prefilled : s.prefilled + n], s.prefilled,
-                          s.slot if s.prefilled else None, len(s.prompt_ids)) for s, n in pieces],
-        )  # fmt: skip
+            [
+                ragged.Piece(
+                    s.prompt_ids[s.prefilled : s.prefilled + n],
+                    s.prefilled,
+                    s.slot if s.prefilled else None,
+                    len(s.prompt_ids),
+                )
+                for s, n in pieces
+            ],
+        )
         self.metrics.batch_size.observe(len(decoding) + len(pieces))
         new = [seq for seq, _ in pieces if seq.prefilled == 0]
         for (seq, n), slot in zip(pieces, slots, strict=True):
@@ -122,8 +132,11 @@ class AlternatingSteps(EngineState):
         batch = RunningBatch(cache, mask)
         if self._mergeable is None:
             self._mergeable = batch.mergeable()
-            log.info("KV cache %s merge: %s batching", "can" if self._mergeable else "cannot",
-                     "continuous" if self._mergeable else "static")  # fmt: skip
+            log.info(
+                "KV cache %s merge: %s batching",
+                "can" if self._mergeable else "cannot",
+                "continuous" if self._mergeable else "static",
+            )
         self.metrics.prompt_tokens.inc(sum(len(s.prompt_ids) for s in new))
         with self._lock:
             if self._batch is None:
@@ -147,8 +160,12 @@ class AlternatingSteps(EngineState):
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, cache: Any) -> torch.Tensor:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1] :]
         out = self.lm.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-            use_cache=True, logits_to_keep=1,
-        )  # fmt: skip
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         self.metrics.batch_size.observe(ids.shape[0])
         return out.logits[:, -1, :].float()

@@ -165,15 +165,25 @@ def _train_tokenizer() -> Any:
 _LLAMA_SIZES: dict[str, dict[str, Any]] = {
     # initializer_range 0.4: varied greedy text that depends on the whole prompt
     "tiny": dict(
-        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.4,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        initializer_range=0.4,
     ),
     # ~19.5M parameters, normal init
     "bench": dict(
-        hidden_size=512, intermediate_size=1352, num_hidden_layers=6, num_attention_heads=8,
-        num_key_value_heads=8, max_position_embeddings=1024, initializer_range=0.02,
+        hidden_size=512,
+        intermediate_size=1352,
+        num_hidden_layers=6,
+        num_attention_heads=8,
+        num_key_value_heads=8,
+        max_position_embeddings=1024,
+        initializer_range=0.02,
     ),
-}  # fmt: skip
+}
 
 
 def _build_model(kind: str, tokenizer: Any) -> Any:

@@ -13,13 +13,58 @@ from pathlib import Path
 
 MARKDOWN = {".md", ".markdown", ".mdx", ".rst"}
 CODE = {
-    ".py", ".pyi", ".js", ".jsx", ".ts", ".tsx", ".go", ".rs", ".java", ".kt", ".scala", ".c", ".h", ".cc",
-    ".cpp", ".hpp", ".cs", ".rb", ".php", ".swift", ".sh", ".bash", ".sql", ".proto", ".yaml", ".yml", ".toml",
-    ".json", ".ini", ".cfg", ".lua", ".r", ".m", ".mk",
-}  # fmt: skip
+    ".py",
+    ".pyi",
+    ".js",
+    ".jsx",
+    ".ts",
+    ".tsx",
+    ".go",
+    ".rs",
+    ".java",
+    ".kt",
+    ".scala",
+    ".c",
+    ".h",
+    ".cc",
+    ".cpp",
+    ".hpp",
+    ".cs",
+    ".rb",
+    ".php",
+    ".swift",
+    ".sh",
+    ".bash",
+    ".sql",
+    ".proto",
+    ".yaml",
+    ".yml",
+    ".toml",
+    ".json",
+    ".ini",
+    ".cfg",
+    ".lua",
+    ".r",
+    ".m",
+    ".mk",
+}
 CODE_NAMES = {"Makefile", "Dockerfile", "CMakeLists.txt"}
-SKIP_DIRS = {".git", ".hg", ".svn", ".venv", "venv", "node_modules", "__pycache__", ".ragraph", ".mypy_cache",
-             ".ruff_cache", ".pytest_cache", ".tox", "dist", "build"}  # fmt: skip
+SKIP_DIRS = {
+    ".git",
+    ".hg",
+    ".svn",
+    ".venv",
+    "venv",
+    "node_modules",
+    "__pycache__",
+    ".ragraph",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".pytest_cache",
+    ".tox",
+    "dist",
+    "build",
+}
 SNIFF_BYTES = 8192
 
 

@@ -44,9 +44,23 @@ from .store import Match, Record, StoreStats, VectorStore, as_vector, check_quer
 
 # libpq connection parameters a URI may carry besides the store's own options
 LIBPQ_OPTIONS = frozenset(
-    {"sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "channel_binding", "application_name",
-     "target_session_attrs", "passfile", "host", "port", "dbname", "user", "connect_timeout"}
-)  # fmt: skip
+    {
+        "sslmode",
+        "sslrootcert",
+        "sslcert",
+        "sslkey",
+        "sslcrl",
+        "channel_binding",
+        "application_name",
+        "target_session_attrs",
+        "passfile",
+        "host",
+        "port",
+        "dbname",
+        "user",
+        "connect_timeout",
+    }
+)
 WRITE_BATCH = 500
 
 

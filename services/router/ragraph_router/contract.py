@@ -89,8 +89,11 @@ async def check_nodes(
     is one). Each (server, model, metadata) is asked once, all concurrently, so one hung node
     costs one ``timeout``, not one per node."""
     nodes = [n for n in graph.nodes if n.type == "MODEL" and n.endpoint and n.endpoint.url and n.endpoint.model]
-    keys = {_key(n.endpoint.url, n.endpoint.model, n.endpoint.headers) for n in nodes if n.endpoint
-            and n.endpoint.url and n.endpoint.model}  # fmt: skip
+    keys = {
+        _key(n.endpoint.url, n.endpoint.model, n.endpoint.headers)
+        for n in nodes
+        if n.endpoint and n.endpoint.url and n.endpoint.model
+    }
     guards = [n for n in graph.nodes if n.output_guard]
     keys |= {_key(g.output_guard.url, g.output_guard.model, g.output_guard.headers) for g in guards if g.output_guard}
     ordered = sorted(keys)

@@ -48,8 +48,9 @@ class Executor:
         self.tracing = tracing or Tracing(None)
         self.cache = SemanticCache.for_graph(graph, stores)
         # Built once: a bad prompt parameter fails the router's start, naming it.
-        self._prompts = {n.name: PromptBuilder.from_parameters(counter, n.parameters) for n in graph.nodes
-                         if n.combine == "prompt"}  # fmt: skip
+        self._prompts = {
+            n.name: PromptBuilder.from_parameters(counter, n.parameters) for n in graph.nodes if n.combine == "prompt"
+        }
         self._writes: set[asyncio.Task[None]] = set()  # cache writes under way, off the callers' path
 
     # --- policy ------------------------------------------------------------------------------
@@ -99,9 +100,11 @@ class Executor:
         params = self._params(node, request)
         if not node.stream:
             response = await self._attempts(
-                node, values, deadline,
+                node,
+                values,
+                deadline,
                 lambda t: client.infer(model, inputs, params, timeout=t, id=request.id, headers=headers),
-            )  # fmt: skip
+            )
             values.put_response(node.name, response)
             return
         timeout = _share(node, deadline)

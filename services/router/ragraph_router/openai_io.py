@@ -20,9 +20,23 @@ from ragraph_retrieval import filters
 # the rag model's own parameters, taken from the body's top level (OpenAI SDKs: extra_body)
 GRAPH_FIELDS = ("top_k", "filter", "namespace")
 _OPENAI_FIELDS = {
-    "model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature", "top_p",
-    "stop", "seed", "n", "user", "metadata", "logprobs", "presence_penalty", "frequency_penalty",
-}  # fmt: skip
+    "model",
+    "messages",
+    "stream",
+    "stream_options",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "stop",
+    "seed",
+    "n",
+    "user",
+    "metadata",
+    "logprobs",
+    "presence_penalty",
+    "frequency_penalty",
+}
 _ROLES = ("system", "developer", "user", "assistant", "tool")
 
 

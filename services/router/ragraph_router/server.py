@@ -105,10 +105,15 @@ class RouterServer:
         health_task = loop.create_task(self._health_loop(self.service))
         log.info(
             "router serving graph %s as '%s' on %s: gRPC :%d%s, REST :%d, metrics :%d, API keys %s",
-            self.graph.name, self.settings.model_name, self.settings.host, self.port,
-            " (TLS)" if self.settings.tls_cert else "", self.http_port, self.metrics_port,
+            self.graph.name,
+            self.settings.model_name,
+            self.settings.host,
+            self.port,
+            " (TLS)" if self.settings.tls_cert else "",
+            self.http_port,
+            self.metrics_port,
             "required" if self.edge.gate.enabled else "off",
-        )  # fmt: skip
+        )
         await stop.wait()
         health_task.cancel()
         if self.rest is not None:

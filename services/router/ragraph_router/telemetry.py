@@ -33,13 +33,19 @@ class RouterMetrics:
             "ragraph_router_requests", "Requests finished, by method and gRPC status code.", ["method", "code"], **kw
         )
         self.request_seconds = Histogram(
-            "ragraph_router_request_seconds", "Whole-graph latency, request in to last byte out.", ["method"],
-            buckets=_LATENCY, **kw,
-        )  # fmt: skip
+            "ragraph_router_request_seconds",
+            "Whole-graph latency, request in to last byte out.",
+            ["method"],
+            buckets=_LATENCY,
+            **kw,
+        )
         self.node_seconds = Histogram(
-            "ragraph_router_node_seconds", "Latency of each graph node, by outcome.", ["node", "status"],
-            buckets=_LATENCY, **kw,
-        )  # fmt: skip
+            "ragraph_router_node_seconds",
+            "Latency of each graph node, by outcome.",
+            ["node", "status"],
+            buckets=_LATENCY,
+            **kw,
+        )
         self.ttft = Histogram(
             "ragraph_router_ttft_seconds", "Request in to first answer text out.", buckets=_LATENCY, **kw
         )
@@ -47,9 +53,11 @@ class RouterMetrics:
             "ragraph_router_completion_tokens", "Tokens generated for callers (rate() gives tokens/s).", **kw
         )
         self.tokens_per_second = Histogram(
-            "ragraph_router_tokens_per_second", "Generation speed per request, first to last token.",
-            buckets=_TOKENS_PER_S, **kw,
-        )  # fmt: skip
+            "ragraph_router_tokens_per_second",
+            "Generation speed per request, first to last token.",
+            buckets=_TOKENS_PER_S,
+            **kw,
+        )
         self.rate_limited = Counter("ragraph_router_rate_limited", "Requests refused by a rate limit.", ["limit"], **kw)
         self.unauthenticated = Counter(
             "ragraph_router_unauthenticated", "Requests refused for a missing or bad API key.", **kw

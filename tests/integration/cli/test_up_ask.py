@@ -85,8 +85,12 @@ def _alive(pid: int) -> bool:
 def _ragraph(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "ragraph_cli.main", *args],
-        capture_output=True, text=True, timeout=timeout, cwd=REPO, env=ENV,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env=ENV,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -95,10 +99,25 @@ def up(tmp_path_factory: pytest.TempPathFactory, tiny_llm_dir: Path) -> Iterator
     ports = free_ports()
     store = f"local://{root}/store"
     cmd = [
-        sys.executable, "-m", "ragraph_cli.main", "up", "--llm-model", str(tiny_llm_dir), "--device", "cpu",
-        "--encoder-port", str(ports[0]), "--llm-port", str(ports[1]), "--router-port", str(ports[2]),
-        "--store", store, "--grace", "10",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "ragraph_cli.main",
+        "up",
+        "--llm-model",
+        str(tiny_llm_dir),
+        "--device",
+        "cpu",
+        "--encoder-port",
+        str(ports[0]),
+        "--llm-port",
+        str(ports[1]),
+        "--router-port",
+        str(ports[2]),
+        "--store",
+        store,
+        "--grace",
+        "10",
+    ]
     process = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=ENV, start_new_session=True
     )
@@ -205,8 +224,18 @@ def test_up_guards_its_nodes_with_a_token_generated_for_the_run(up: Up) -> None:
 
 def test_a_second_up_on_busy_ports_fails_fast(up: Up, tiny_llm_dir: Path) -> None:
     enc, llm, router = up.ports
-    again = _ragraph("up", "--llm-model", str(tiny_llm_dir), "--encoder-port", str(enc), "--llm-port", str(llm),
-                     "--router-port", str(router), timeout=30)  # fmt: skip
+    again = _ragraph(
+        "up",
+        "--llm-model",
+        str(tiny_llm_dir),
+        "--encoder-port",
+        str(enc),
+        "--llm-port",
+        str(llm),
+        "--router-port",
+        str(router),
+        timeout=30,
+    )
     assert again.returncode == 1 and f"{enc} (encoder gRPC)" in again.stderr and "already in use" in again.stderr
 
 

@@ -84,8 +84,9 @@ class Mesh(grpc.GenericRpcHandler):
 
 @pytest.fixture(scope="module")
 def mesh(encoder_service: Service, llm_service: Service) -> Iterator[Mesh]:
-    running = Mesh({"encoder": encoder_service.grpc_url, "classifier": encoder_service.grpc_url,
-                    "llm": llm_service.grpc_url})  # fmt: skip
+    running = Mesh(
+        {"encoder": encoder_service.grpc_url, "classifier": encoder_service.grpc_url, "llm": llm_service.grpc_url}
+    )
     yield running
     running.stop()
 
@@ -154,13 +155,20 @@ def test_an_optional_node_down_leaves_the_router_ready(tmp_path: Path, mesh: Mes
             assert client.ready()
             reply = client.infer("rag", {"question": [QUESTION]}, {"max_tokens": 6})
         assert reply.output("answer").as_strings()[0]
-        expected = (f"node classify: classifier@{mesh.url} unreachable (NOT_FOUND: no route for seldon-model "
-                    "'classifier-gone') (optional, on_error: skip)")  # fmt: skip
+        expected = (
+            f"node classify: classifier@{mesh.url} unreachable (NOT_FOUND: no route for seldon-model "
+            "'classifier-gone') (optional, on_error: skip)"
+        )
         assert f"serving without optional nodes: {expected}" in router.log()
         # graph check on demand still names it
-        done = subprocess.run([sys.executable, "-m", "ragraph_cli.main", "graph", "check", str(graph)],
-                              capture_output=True, text=True, timeout=120, cwd=REPO,
-                              env={**os.environ, "RAGRAPH_STORE": store_uri, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-m", "ragraph_cli.main", "graph", "check", str(graph)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=REPO,
+            env={**os.environ, "RAGRAPH_STORE": store_uri, "HF_HUB_OFFLINE": "1"},
+        )
         assert done.returncode == 1 and expected in done.stdout, done.stdout + done.stderr
     finally:
         router.stop()
@@ -169,13 +177,15 @@ def test_an_optional_node_down_leaves_the_router_ready(tmp_path: Path, mesh: Mes
 @pytest.mark.parametrize(
     ("headers", "message"),
     [
-        ({"Seldon-Model": "llm"}, "header 'Seldon-Model': a name is lowercase letters, digits, '-', '_', '.', not "
-         "grpc-*/*-bin"),
+        (
+            {"Seldon-Model": "llm"},
+            "header 'Seldon-Model': a name is lowercase letters, digits, '-', '_', '.', not grpc-*/*-bin",
+        ),
         ({"grpc-timeout": "1S"}, "header 'grpc-timeout': a name is lowercase letters"),
         ({"x-ragraph-service-token": "t"}, "header 'x-ragraph-service-token' is set by the router itself"),
         ({"seldon-model": "llm\n"}, "header 'seldon-model': the value must be printable text"),
     ],
-)  # fmt: skip
+)
 def test_bad_node_headers_are_refused_when_the_graph_loads(headers: dict[str, str], message: str) -> None:
     from ragraph_router.graph import GraphError, parse
 

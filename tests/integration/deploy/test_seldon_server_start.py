@@ -157,8 +157,10 @@ def test_the_server_container_runs_the_image_command_with_seldons_settings(conta
     assert container.command[:2] == ["ragraph", "serve"]
     # the ServerConfig's agent talks to 9000/9500 and probes server-http; the image must bind those
     ports = seldon_pod.ports(c)
-    assert (int(env["MLSERVER_HTTP_PORT"]), int(env["MLSERVER_GRPC_PORT"])) == (ports["server-http"],
-                                                                               ports["server-grpc"])  # fmt: skip
+    assert (int(env["MLSERVER_HTTP_PORT"]), int(env["MLSERVER_GRPC_PORT"])) == (
+        ports["server-http"],
+        ports["server-grpc"],
+    )
     assert c["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "server-http"}
     assert env["MLSERVER_MODELS_DIR"] == "/mnt/agent/models"
     assert env["MLSERVER_LOAD_MODELS_AT_STARTUP"] == "false"
@@ -188,8 +190,10 @@ def test_the_agent_loads_each_model_and_it_answers(container: Container) -> None
             assert label.shape == [1] and label.as_strings()[0]
         else:
             params = {"temperature": "0", "max_tokens": 12}
-            deltas = [r.outputs[0].as_strings()[0] for r in client.stream("llm_1", {"prompt": ["Hello"]}, params,
-                                                                           style="mlserver")]  # fmt: skip
+            deltas = [
+                r.outputs[0].as_strings()[0]
+                for r in client.stream("llm_1", {"prompt": ["Hello"]}, params, style="mlserver")
+            ]
             assert len(deltas) > 3, "token streaming survives under Seldon's settings"
             whole = client.infer("llm_1", {"prompt": ["Hello"]}, params).outputs[0].as_strings()[0]
             assert "".join(deltas) == whole

@@ -71,8 +71,11 @@ def test_load_and_unload_are_off_by_default(encoder_service: Service, method: st
 
 
 def test_rest_load_and_unload_are_403_by_default(encoder_service: Service) -> None:
-    for path in ("/v2/repository/models/encoder/unload", "/v2/repository/models/classifier/load",
-                 "/v2/repository/models/encoder/unload/"):  # fmt: skip
+    for path in (
+        "/v2/repository/models/encoder/unload",
+        "/v2/repository/models/classifier/load",
+        "/v2/repository/models/encoder/unload/",
+    ):
         assert _rest(encoder_service, path) == (403, {"error": OFF}), path
     _serving(encoder_service)
 
@@ -93,8 +96,9 @@ def test_turned_on_the_token_still_guards_it(open_repository: Service) -> None:
             assert error is not None and error.code() == grpc.StatusCode.UNAUTHENTICATED
             assert error.details() == "missing or wrong service token"
     assert _rest(open_repository, "/v2/repository/models/classifier/unload") == (
-        401, {"error": "missing or wrong service token"},
-    )  # fmt: skip
+        401,
+        {"error": "missing or wrong service token"},
+    )
     _serving(open_repository, TOKEN)
 
 

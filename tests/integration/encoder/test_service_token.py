@@ -106,8 +106,18 @@ def test_graph_check_sends_the_node_token(guarded_encoder: Service, tmp_path: Pa
     from tests.fixtures.servers import REPO
 
     env = {**os.environ, "RAGRAPH_STORE": f"local://{tmp_path}/store"}
-    cmd = [sys.executable, "-m", "ragraph_cli.main", "graph", "check", "--json",
-           "--encoder-url", guarded_encoder.grpc_url, "--llm-url", f"127.0.0.1:{free_port()}"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "ragraph_cli.main",
+        "graph",
+        "check",
+        "--json",
+        "--encoder-url",
+        guarded_encoder.grpc_url,
+        "--llm-url",
+        f"127.0.0.1:{free_port()}",
+    ]
     outputs = {}
     for token in (None, TOKEN):
         run_env = {**env, "RAGRAPH_ROUTER_NODE_TOKEN": token} if token else env
@@ -127,9 +137,11 @@ def _unload_request(model: str) -> bytes:
 
 @pytest.mark.parametrize(
     "method",
-    ["/inference.GRPCInferenceService/RepositoryModelUnload",
-     "/inference.model_repository.ModelRepositoryService/RepositoryModelUnload"],
-)  # fmt: skip
+    [
+        "/inference.GRPCInferenceService/RepositoryModelUnload",
+        "/inference.model_repository.ModelRepositoryService/RepositoryModelUnload",
+    ],
+)
 def test_model_repository_calls_need_the_token(guarded_encoder: Service, method: str) -> None:
     import grpc
 
@@ -244,9 +256,16 @@ def test_ingest_reads_the_token_ragraph_up_leaves_for_a_loopback_node(guarded_en
 
 @pytest.mark.parametrize(
     ("url", "loopback"),
-    [("127.0.0.1:8101", True), ("localhost:8101", True), ("[::1]:8101", True), ("127.1.2.3:1", True),
-     ("10.0.0.5:8101", False), ("encoder:8101", False), ("dns:///encoder.ragraph:8101", False)],
-)  # fmt: skip
+    [
+        ("127.0.0.1:8101", True),
+        ("localhost:8101", True),
+        ("[::1]:8101", True),
+        ("127.1.2.3:1", True),
+        ("10.0.0.5:8101", False),
+        ("encoder:8101", False),
+        ("dns:///encoder.ragraph:8101", False),
+    ],
+)
 def test_up_tokens_are_only_read_for_loopback_nodes(
     url: str, loopback: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

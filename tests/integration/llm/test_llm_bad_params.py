@@ -73,10 +73,20 @@ ROWS: dict[str, Bad] = {
     "unknown-model": Bad(PROMPT, {}, ("'no-such-model'", "not found"), grpc.StatusCode.NOT_FOUND, "no-such-model"),
 }
 STREAMED = {
-    "max_tokens-negative", "max_tokens-fills-window", "temperature-string", "top_p-over-one", "stop-not-json",
-    "seed-negative", "unknown-parameter", "context-not-list-of-strings", "messages-unknown-role", "prompt-and-messages",
-    "prompt-int32", "prompt-invalid-utf8", "unknown-model",
-}  # fmt: skip
+    "max_tokens-negative",
+    "max_tokens-fills-window",
+    "temperature-string",
+    "top_p-over-one",
+    "stop-not-json",
+    "seed-negative",
+    "unknown-parameter",
+    "context-not-list-of-strings",
+    "messages-unknown-role",
+    "prompt-and-messages",
+    "prompt-int32",
+    "prompt-invalid-utf8",
+    "unknown-model",
+}
 CASES = [pytest.param(row, "infer", id=f"infer-{name}") for name, row in ROWS.items()] + [
     pytest.param(ROWS[name], "stream", id=f"stream-{name}") for name in ROWS if name in STREAMED
 ]

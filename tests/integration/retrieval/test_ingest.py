@@ -202,8 +202,11 @@ def test_kill_9_mid_ingest_leaves_a_clean_store(tmp_path: Path, encoder_service:
     for kill_at in (1, clean_total // 2):
         proc = subprocess.Popen(
             [sys.executable, "-m", "ragraph_cli.main", "ingest", str(corpus), "--store", f"local://{crashed}", *common],
-            env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 120
         target = max(kill_at, _count(db_path) + 1)  # always at least one new write before the kill
         while _count(db_path) < target and proc.poll() is None and time.monotonic() < deadline:

@@ -76,9 +76,12 @@ def test_ingest_is_idempotent_and_edits_touch_only_their_document(
 def _ragraph(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "ragraph_cli.main", *args],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
         env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **env},
-    )  # fmt: skip
+    )
 
 
 def test_cli_ingest_and_search(tmp_path: Path, encoder_service: Service, postgres_server: PostgresServer) -> None:

@@ -297,8 +297,9 @@ def test_kill_9_mid_write_leaves_whole_documents(postgres_server: PostgresServer
             lost = _open_transactions_lost(postgres_server)
             proc = subprocess.Popen(
                 [sys.executable, "-c", _WRITER, postgres_server.uri(table, application_name=name)],
-                stdout=subprocess.PIPE, env=env,
-            )  # fmt: skip
+                stdout=subprocess.PIPE,
+                env=env,
+            )
             try:
                 assert proc.stdout is not None
                 for _ in range(4 + round_):  # every document written at least once
@@ -376,8 +377,9 @@ def test_a_restarted_server_costs_no_failed_call(postgres_server: PostgresServer
         for thread in threads:
             thread.join()
         assert len(store._pool._idle) == 4
-        ended = _sql(postgres_server, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                     "WHERE application_name = 'stale'")  # fmt: skip
+        ended = _sql(
+            postgres_server, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'stale'"
+        )
         assert len(ended) == 4
         assert [m.id for m in store.query(np.ones(4, np.float32))] == ["a"]
 

@@ -29,10 +29,24 @@ ASK = {"max_tokens": 4, "temperature": 0.0}
 
 def _keys(path: Path, name: str, *flags: str) -> dict:
     out = subprocess.run(
-        [sys.executable, "-m", "ragraph_cli.main", "keys", "create", "--name", name, "--file", str(path), "--json",
-         *flags],
-        capture_output=True, text=True, check=True, cwd=REPO,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "ragraph_cli.main",
+            "keys",
+            "create",
+            "--name",
+            name,
+            "--file",
+            str(path),
+            "--json",
+            *flags,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
     return json.loads(out.stdout)
 
 
@@ -44,16 +58,23 @@ def keyring(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "revoked": _keys(path, "revoked"),
         "limited": _keys(path, "limited", "--rps", "0.5", "--burst", "2"),
     }
-    subprocess.run([sys.executable, "-m", "ragraph_cli.main", "keys", "revoke", keys["revoked"]["id"], "--file",
-                    str(path)], check=True, capture_output=True, cwd=REPO)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "ragraph_cli.main", "keys", "revoke", keys["revoked"]["id"], "--file", str(path)],
+        check=True,
+        capture_output=True,
+        cwd=REPO,
+    )
     return {"path": path, **keys}
 
 
 @pytest.fixture(scope="module")
 def secured(
-    tmp_path_factory: pytest.TempPathFactory, encoder_service: Service, llm_service: Service, store_uri: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    encoder_service: Service,
+    llm_service: Service,
+    store_uri: str,
     keyring: dict,
-) -> Iterator[Service]:  # fmt: skip
+) -> Iterator[Service]:
     env = graph_env(encoder_service, llm_service, store_uri, api_keys_file=str(keyring["path"]), log_level="DEBUG")
     router = start_router(tmp_path_factory.mktemp("secured") / "router.log", env)
     yield router
@@ -195,9 +216,13 @@ def test_two_routers_share_one_redis_budget(tmp_path: Path) -> None:
     key = _keys(tmp_path / "keys.json", "shared", "--rps", "0.05", "--burst", "3")
     # no nodes are up: an admitted request fails UNAVAILABLE (graph not ready) after spending its
     # token; a refused one fails RESOURCE_EXHAUSTED without spending anything
-    env = {"RAGRAPH_ENCODER_URL": "127.0.0.1:9", "RAGRAPH_LLM_URL": "127.0.0.1:9",
-           "RAGRAPH_STORE": f"local://{tmp_path}/store", "RAGRAPH_ROUTER_API_KEYS_FILE": str(tmp_path / "keys.json"),
-           "RAGRAPH_ROUTER_REDIS_URL": redis.url}  # fmt: skip
+    env = {
+        "RAGRAPH_ENCODER_URL": "127.0.0.1:9",
+        "RAGRAPH_LLM_URL": "127.0.0.1:9",
+        "RAGRAPH_STORE": f"local://{tmp_path}/store",
+        "RAGRAPH_ROUTER_API_KEYS_FILE": str(tmp_path / "keys.json"),
+        "RAGRAPH_ROUTER_REDIS_URL": redis.url,
+    }
     routers = [start_router(tmp_path / f"router{i}.log", env, wait_ready=False) for i in range(2)]
     try:
         outcomes = []
@@ -213,8 +238,10 @@ def test_two_routers_share_one_redis_budget(tmp_path: Path) -> None:
             router.stop()
         redis.stop()
     # without Redis the same two routers would have admitted 3 each
-    routers = [start_router(tmp_path / f"alone{i}.log", {**env, "RAGRAPH_ROUTER_REDIS_URL": ""}, wait_ready=False)
-               for i in range(2)]  # fmt: skip
+    routers = [
+        start_router(tmp_path / f"alone{i}.log", {**env, "RAGRAPH_ROUTER_REDIS_URL": ""}, wait_ready=False)
+        for i in range(2)
+    ]
     try:
         admitted = 0
         for i in range(6):
@@ -240,9 +267,13 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 def _tls_router(tmp_path: Path, pki: Pki, mtls: bool) -> Service:
-    env = {"RAGRAPH_ENCODER_URL": "127.0.0.1:9", "RAGRAPH_LLM_URL": "127.0.0.1:9",
-           "RAGRAPH_STORE": f"local://{tmp_path}/store", "RAGRAPH_ROUTER_TLS_CERT": str(pki.server_cert),
-           "RAGRAPH_ROUTER_TLS_KEY": str(pki.server_key)}  # fmt: skip
+    env = {
+        "RAGRAPH_ENCODER_URL": "127.0.0.1:9",
+        "RAGRAPH_LLM_URL": "127.0.0.1:9",
+        "RAGRAPH_STORE": f"local://{tmp_path}/store",
+        "RAGRAPH_ROUTER_TLS_CERT": str(pki.server_cert),
+        "RAGRAPH_ROUTER_TLS_KEY": str(pki.server_key),
+    }
     connect: dict = {"ca": str(pki.ca)}
     if mtls:
         env["RAGRAPH_ROUTER_TLS_CLIENT_CA"] = str(pki.ca)
@@ -265,9 +296,22 @@ def test_tls_handshake(tmp_path: Path, pki: Pki) -> None:
         assert not _live(router)  # plaintext against a TLS port
         assert not _live(router, tls=True)  # system roots do not trust our throwaway CA
         # REST on the same certificate
-        curl = subprocess.run(["curl", "-sS", "--cacert", str(pki.ca), "-o", "/dev/null", "-w", "%{http_code}",
-                               f"https://127.0.0.1:{router.http_port}/v2/health/live"],
-                              capture_output=True, text=True, timeout=20)  # fmt: skip
+        curl = subprocess.run(
+            [
+                "curl",
+                "-sS",
+                "--cacert",
+                str(pki.ca),
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                f"https://127.0.0.1:{router.http_port}/v2/health/live",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
         assert curl.stdout == "200", curl.stderr
     finally:
         router.stop()

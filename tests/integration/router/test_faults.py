@@ -47,10 +47,24 @@ class Graph:
 def _restart_llm(old: Service, model_dir: Path, log_path: Path) -> Service:
     """``ragraph serve llm`` again on the ports of ``old`` (which is dead)."""
     cmd = [
-        sys.executable, "-m", "ragraph_cli.main", "serve", "llm", "--model", str(model_dir), "--device", "cpu",
-        "--context-window", str(WINDOW), "--grpc-port", str(old.grpc_port), "--http-port", str(old.http_port),
-        "--metrics-port", str(old.metrics_port),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "ragraph_cli.main",
+        "serve",
+        "llm",
+        "--model",
+        str(model_dir),
+        "--device",
+        "cpu",
+        "--context-window",
+        str(WINDOW),
+        "--grpc-port",
+        str(old.grpc_port),
+        "--http-port",
+        str(old.http_port),
+        "--metrics-port",
+        str(old.metrics_port),
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     log_file = open(log_path, "wb")  # noqa: SIM115 - kept open for the child's lifetime
     process = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=REPO)

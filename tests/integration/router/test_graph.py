@@ -59,8 +59,16 @@ def test_stream_order_is_sources_deltas_final(client: InferenceClient) -> None:
     params = {"max_tokens": 10, "temperature": 0.0}
     whole = client.infer("rag", {"question": [QUESTION]}, params)
     parts = list(client.stream("rag", {"question": [QUESTION]}, params))
-    kinds = [("sources" if p.outputs[0].name == "sources" else "final" if "label" in {t.name for t in p.outputs}
-              else "delta") for p in parts]  # fmt: skip
+    kinds = [
+        (
+            "sources"
+            if p.outputs[0].name == "sources"
+            else "final"
+            if "label" in {t.name for t in p.outputs}
+            else "delta"
+        )
+        for p in parts
+    ]
     assert kinds[0] == "sources" and kinds[-1] == "final" and set(kinds[1:-1]) == {"delta"}
     assert parts[-1].parameters["triton_final_response"] is True
     deltas = "".join(p.output("answer").as_strings()[0] for p in parts[1:-1])

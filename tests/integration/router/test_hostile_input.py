@@ -107,25 +107,41 @@ DEEP = "[" * 100_000 + "]" * 100_000
     ("body", "needle"),
     [
         (b'{"inputs": ' + DEEP.encode() + b"}", "request body is nested deeper than 32 levels"),
-        (json.dumps(infer_body(QUESTION, {"stop": json.loads("[" * 40 + "]" * 40)})).encode(),
-         "request body is nested deeper than 32 levels (at ...[0][0]"),
-        (b'{"inputs": [{"name": "question", "shape": [1], "datatype": "BYTES", "data": ["\\ud800?"]}]}',
-         "request body at inputs[0].data[0]: string holds a lone UTF-16 surrogate ('\\ud800' at character 0)"),
-        (json.dumps(infer_body(QUESTION, {"\ud83d": 1}), ensure_ascii=True).encode(),
-         "request body at parameters.\\ud83d: string holds a lone UTF-16 surrogate"),
+        (
+            json.dumps(infer_body(QUESTION, {"stop": json.loads("[" * 40 + "]" * 40)})).encode(),
+            "request body is nested deeper than 32 levels (at ...[0][0]",
+        ),
+        (
+            b'{"inputs": [{"name": "question", "shape": [1], "datatype": "BYTES", "data": ["\\ud800?"]}]}',
+            "request body at inputs[0].data[0]: string holds a lone UTF-16 surrogate ('\\ud800' at character 0)",
+        ),
+        (
+            json.dumps(infer_body(QUESTION, {"\ud83d": 1}), ensure_ascii=True).encode(),
+            "request body at parameters.\\ud83d: string holds a lone UTF-16 surrogate",
+        ),
         (b'{"inputs": [], "parameters": {"temperature": NaN}}', "request body is not valid JSON: NaN is not valid"),
-        (json.dumps(infer_body(QUESTION, {"stop": "[" * 5000 + "]" * 5000})).encode(),
-         "parameter 'stop' is nested deeper than 32 levels"),
-        (json.dumps(infer_body(QUESTION, {"filter": '{"a": ' * 3000 + "1" + "}" * 3000})).encode(),
-         "filter is nested deeper than 32 levels"),
-        (json.dumps(infer_body(QUESTION, {"filter": '{"doc_id": "\\udfff"}'})).encode(),
-         "filter at doc_id: string holds a lone UTF-16 surrogate"),
-        (json.dumps({"inputs": [{"name": "question", "shape": [1], "datatype": "UINT8", "data": [-1]}]}).encode(),
-         "inputs[0] ('question').data: element 0 is -1, outside UINT8's range 0..255"),
-        (json.dumps({"inputs": [{"name": "question", "shape": [1], "datatype": "INT8", "data": [300]}]}).encode(),
-         "inputs[0] ('question').data: element 0 is 300, outside INT8's range -128..127"),
+        (
+            json.dumps(infer_body(QUESTION, {"stop": "[" * 5000 + "]" * 5000})).encode(),
+            "parameter 'stop' is nested deeper than 32 levels",
+        ),
+        (
+            json.dumps(infer_body(QUESTION, {"filter": '{"a": ' * 3000 + "1" + "}" * 3000})).encode(),
+            "filter is nested deeper than 32 levels",
+        ),
+        (
+            json.dumps(infer_body(QUESTION, {"filter": '{"doc_id": "\\udfff"}'})).encode(),
+            "filter at doc_id: string holds a lone UTF-16 surrogate",
+        ),
+        (
+            json.dumps({"inputs": [{"name": "question", "shape": [1], "datatype": "UINT8", "data": [-1]}]}).encode(),
+            "inputs[0] ('question').data: element 0 is -1, outside UINT8's range 0..255",
+        ),
+        (
+            json.dumps({"inputs": [{"name": "question", "shape": [1], "datatype": "INT8", "data": [300]}]}).encode(),
+            "inputs[0] ('question').data: element 0 is 300, outside INT8's range -128..127",
+        ),
     ],
-)  # fmt: skip
+)
 def test_rest_bodies_that_broke_the_decoders_are_400(router: Service, key: str, body: bytes, needle: str) -> None:
     reply = post(router, "/v2/models/rag/infer", body, {"Authorization": f"Bearer {key}"})
     assert reply.status == 400, reply.body
@@ -142,12 +158,18 @@ def test_the_llm_reads_caller_json_through_the_same_limits(llm_service: Service)
     hello = json.dumps([{"role": "user", "content": "hi"}])
     cases = [
         ({"messages": ["[" * 50_000 + "]" * 50_000]}, {}, "input 'messages' is nested deeper than 32 levels"),
-        ({"messages": ['[{"role": "user", "content": "\\ud800"}]']}, {},
-         "input 'messages' at [0].content: string holds a lone UTF-16 surrogate"),
+        (
+            {"messages": ['[{"role": "user", "content": "\\ud800"}]']},
+            {},
+            "input 'messages' at [0].content: string holds a lone UTF-16 surrogate",
+        ),
         ({"messages": [hello]}, {"stop": "[" * 3000 + "]" * 3000}, "parameter 'stop' is nested deeper than 32"),
-        ({"messages": [hello]}, {"context": '["a", {"b": ' * 20 + "1" + "}]" * 20},
-         "parameter 'context' is nested deeper than 32 levels"),
-    ]  # fmt: skip
+        (
+            {"messages": [hello]},
+            {"context": '["a", {"b": ' * 20 + "1" + "}]" * 20},
+            "parameter 'context' is nested deeper than 32 levels",
+        ),
+    ]
     with InferenceClient(llm_service.grpc_url, timeout=30, float_params="string") as client:
         for inputs, params, needle in cases:
             with pytest.raises(InvalidArgument) as info:
@@ -159,15 +181,51 @@ def test_the_llm_reads_caller_json_through_the_same_limits(llm_service: Service)
 @pytest.mark.parametrize(
     ("spec", "needle"),
     [
-        ({"$or": [{"n": 1}, {"$or": [{"n": 2}, {"$or": [{"n": 3}, {"$or": [{"n": 4}, {"$or": [{"n": 5}, {"$or": [
-            {"n": 6}, {"$or": [{"n": 7}, {"$or": [{"n": 8}, {"$or": [{"n": 9}, {"n": 10}]}]}]}]}]}]}]}]}]},
-         "$and/$or nested deeper than 8 levels"),
+        (
+            {
+                "$or": [
+                    {"n": 1},
+                    {
+                        "$or": [
+                            {"n": 2},
+                            {
+                                "$or": [
+                                    {"n": 3},
+                                    {
+                                        "$or": [
+                                            {"n": 4},
+                                            {
+                                                "$or": [
+                                                    {"n": 5},
+                                                    {
+                                                        "$or": [
+                                                            {"n": 6},
+                                                            {
+                                                                "$or": [
+                                                                    {"n": 7},
+                                                                    {"$or": [{"n": 8}, {"$or": [{"n": 9}, {"n": 10}]}]},
+                                                                ]
+                                                            },
+                                                        ]
+                                                    },
+                                                ]
+                                            },
+                                        ]
+                                    },
+                                ]
+                            },
+                        ]
+                    },
+                ]
+            },
+            "$and/$or nested deeper than 8 levels",
+        ),
         ({"doc_id": {"$in": [f"d{i}.md" for i in range(1025)]}}, "$in list holds 1025 values, more than 1024"),
         ({"$and": [{"chunk": {"$ne": i}} for i in range(129)]}, "more than 128 field conditions"),
         ({"chunk": 2**64}, "$eq integer 18446744073709551616 is outside signed 64 bits"),
         ({"chunk": {"$gte": -(2**80)}}, "$gte integer -1208925819614629174706176 is outside signed 64 bits"),
     ],
-)  # fmt: skip
+)
 def test_filters_past_the_limits_are_refused_on_both_doors(
     router: Service, key: str, stub: Any, spec: dict, needle: str
 ) -> None:
@@ -259,13 +317,19 @@ def test_request_ids_outside_the_charset_are_refused_over_rest(router: Service, 
     ],
 )
 def test_sse_refusals_are_plain_http_errors(router: Service, key: str, parameters: dict, needle: str) -> None:
-    reply = call(router, "POST", "/v2/models/rag/generate_stream", {"question": QUESTION, "parameters": parameters},
-                 key=key)  # fmt: skip
+    reply = call(
+        router, "POST", "/v2/models/rag/generate_stream", {"question": QUESTION, "parameters": parameters}, key=key
+    )
     assert reply.status == 400, reply.body
     assert reply.headers["content-type"].startswith("application/json")
     assert reply.body["error"].startswith(needle) and reply.body["code"] == "INVALID_ARGUMENT", reply.body
-    ok = call(router, "POST", "/v2/models/rag/generate_stream",
-              {"question": QUESTION, "parameters": {"max_tokens": 4}}, key=key)  # fmt: skip
+    ok = call(
+        router,
+        "POST",
+        "/v2/models/rag/generate_stream",
+        {"question": QUESTION, "parameters": {"max_tokens": 4}},
+        key=key,
+    )
     assert ok.status == 200 and ok.headers["content-type"].startswith("text/event-stream")
     frames = [data for _, data in parse_sse(ok.body)]
     assert "sources" in frames[0] and "label" in frames[-1] and all("answer" in f for f in frames[1:-1])

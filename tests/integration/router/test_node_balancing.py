@@ -25,9 +25,14 @@ def second_llm(tmp_path_factory: pytest.TempPathFactory, tiny_llm_dir: Path) -> 
 
 @pytest.mark.parametrize(("policy", "spread"), [("round_robin", True), ("pick_first", False)])
 def test_llm_calls_spread_over_replicas(
-    tmp_path: Path, encoder_service: Service, llm_service: Service, second_llm: Service, store_uri: str,
-    policy: str, spread: bool,
-) -> None:  # fmt: skip
+    tmp_path: Path,
+    encoder_service: Service,
+    llm_service: Service,
+    second_llm: Service,
+    store_uri: str,
+    policy: str,
+    spread: bool,
+) -> None:
     replicas = [llm_service, second_llm]
     env = {
         "RAGRAPH_ENCODER_URL": encoder_service.grpc_url,

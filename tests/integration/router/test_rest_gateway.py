@@ -82,9 +82,19 @@ def router(
 
 def curl_stream(router: Service, key: str, body: dict, headers_file: Path | None = None) -> subprocess.Popen[str]:
     cmd = [
-        "curl", "-sS", "-N", "-X", "POST", f"http://{router.http_url}/v2/models/rag/generate_stream",
-        "-H", f"Authorization: Bearer {key}", "-H", "Content-Type: application/json", "-d", json.dumps(body),
-    ]  # fmt: skip
+        "curl",
+        "-sS",
+        "-N",
+        "-X",
+        "POST",
+        f"http://{router.http_url}/v2/models/rag/generate_stream",
+        "-H",
+        f"Authorization: Bearer {key}",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        json.dumps(body),
+    ]
     if headers_file is not None:
         cmd += ["-D", str(headers_file)]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -147,8 +157,13 @@ def test_infer_matches_grpc_model_infer(router: Service, keys: Keys) -> None:
     assert whole.output("answer").as_strings() == [answer]  # greedy: the same answer both ways
     assert json.loads(whole.output("sources").as_strings()[0]) == sources
 
-    only = call(router, "POST", "/v2/models/rag/infer", infer_body(parameters=GREEDY, outputs=[{"name": "answer"}]),
-                key=keys.good)  # fmt: skip
+    only = call(
+        router,
+        "POST",
+        "/v2/models/rag/infer",
+        infer_body(parameters=GREEDY, outputs=[{"name": "answer"}]),
+        key=keys.good,
+    )
     assert only.status == 200 and [o["name"] for o in only.body["outputs"]] == ["answer"]
     assert only.body["outputs"][0]["data"] == [answer] and only.body["id"]  # the router made an id
 
@@ -159,16 +174,16 @@ def test_infer_matches_grpc_model_infer(router: Service, keys: Keys) -> None:
     picked = json.loads(next(o for o in filtered.body["outputs"] if o["name"] == "sources")["data"][0])
     assert picked and {s["doc_id"] for s in picked} == {"houseplant-care.md"}
 
-    flat = call(router, "POST", "/v2/models/rag/generate", {"text_input": QUESTION, "parameters": GREEDY},
-                key=keys.good)  # fmt: skip
+    flat = call(
+        router, "POST", "/v2/models/rag/generate", {"text_input": QUESTION, "parameters": GREEDY}, key=keys.good
+    )
     assert flat.status == 200, flat.body
     assert flat.body["answer"] == answer and json.loads(flat.body["sources"]) == sources
     assert flat.body["guard"] == "benign" and flat.body["parameters"]["completion_tokens"] == 12
 
 
 def test_generate_stream_with_curl(router: Service, keys: Keys, tmp_path: Path) -> None:
-    whole = call(router, "POST", "/v2/models/rag/generate", {"question": QUESTION, "parameters": GREEDY},
-                 key=keys.good)  # fmt: skip
+    whole = call(router, "POST", "/v2/models/rag/generate", {"question": QUESTION, "parameters": GREEDY}, key=keys.good)
     assert whole.status == 200
     headers = tmp_path / "headers.txt"
     curl = curl_stream(router, keys.good, {"question": QUESTION, "parameters": GREEDY, "id": "sse-1"}, headers)
@@ -226,17 +241,27 @@ def test_bad_requests_are_400_naming_the_field(router: Service, keys: Keys, path
 
 
 def test_bad_timeout_header_and_deadline(router: Service, keys: Keys) -> None:
-    bad = call(router, "POST", "/v2/models/rag/infer", infer_body(), key=keys.good,
-               headers={"x-request-timeout-ms": "soon"})  # fmt: skip
+    bad = call(
+        router, "POST", "/v2/models/rag/infer", infer_body(), key=keys.good, headers={"x-request-timeout-ms": "soon"}
+    )
     assert bad.status == 400 and "x-request-timeout-ms" in bad.body["error"]
-    late = call(router, "POST", "/v2/models/rag/infer", infer_body(parameters=LONG), key=keys.good,
-                headers={"x-request-timeout-ms": "300"})  # fmt: skip
+    late = call(
+        router,
+        "POST",
+        "/v2/models/rag/infer",
+        infer_body(parameters=LONG),
+        key=keys.good,
+        headers={"x-request-timeout-ms": "300"},
+    )
     assert late.status == 504 and late.body["code"] == "DEADLINE_EXCEEDED", late.body
 
 
 def test_unknown_model_and_route_are_404(router: Service, keys: Keys) -> None:
-    for path, body in [("infer", infer_body()), ("generate", {"question": QUESTION}),
-                       ("generate_stream", {"question": QUESTION})]:  # fmt: skip
+    for path, body in [
+        ("infer", infer_body()),
+        ("generate", {"question": QUESTION}),
+        ("generate_stream", {"question": QUESTION}),
+    ]:
         reply = call(router, "POST", f"/v2/models/nope/{path}", body, key=keys.good)
         assert reply.status == 404 and "unknown model 'nope'" in reply.body["error"], (path, reply.body)
         assert reply.body["code"] == "NOT_FOUND"

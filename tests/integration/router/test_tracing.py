@@ -25,8 +25,11 @@ CALLER_PARENT = "b7ad6b7169203331"
 
 @pytest.fixture()
 def graph_env(encoder_service: Service, llm_service: Service, store_uri: str) -> Iterator[None]:
-    env = {"RAGRAPH_ENCODER_URL": encoder_service.grpc_url, "RAGRAPH_LLM_URL": llm_service.grpc_url,
-           "RAGRAPH_STORE": store_uri}  # fmt: skip
+    env = {
+        "RAGRAPH_ENCODER_URL": encoder_service.grpc_url,
+        "RAGRAPH_LLM_URL": llm_service.grpc_url,
+        "RAGRAPH_STORE": store_uri,
+    }
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     yield

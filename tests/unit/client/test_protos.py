@@ -22,7 +22,7 @@ def test_stubs_match_protos(tmp_path: Path) -> None:
             f"--grpc_python_out={tmp_path}",
             f"--pyi_out={tmp_path}",
             f"{pkg}/inference.proto",
-        ],  # fmt: skip
+        ],
         check=True,
     )
     for name in ("inference_pb2.py", "inference_pb2.pyi", "inference_pb2_grpc.py"):
@@ -37,24 +37,49 @@ def test_field_numbers_match_the_protocol() -> None:
         return {f.name: f.number for f in message.DESCRIPTOR.fields}
 
     assert numbers(pb.ModelInferRequest) == {
-        "model_name": 1, "model_version": 2, "id": 3, "parameters": 4, "inputs": 5, "outputs": 6,
+        "model_name": 1,
+        "model_version": 2,
+        "id": 3,
+        "parameters": 4,
+        "inputs": 5,
+        "outputs": 6,
         "raw_input_contents": 7,
-    }  # fmt: skip
+    }
     assert numbers(pb.ModelInferResponse) == {
-        "model_name": 1, "model_version": 2, "id": 3, "parameters": 4, "outputs": 5, "raw_output_contents": 6,
-    }  # fmt: skip
+        "model_name": 1,
+        "model_version": 2,
+        "id": 3,
+        "parameters": 4,
+        "outputs": 5,
+        "raw_output_contents": 6,
+    }
     assert numbers(pb.ModelStreamInferResponse) == {"error_message": 1, "infer_response": 2}
     assert numbers(pb.InferParameter) == {
-        "bool_param": 1, "int64_param": 2, "string_param": 3, "double_param": 4, "uint64_param": 5,
-    }  # fmt: skip
+        "bool_param": 1,
+        "int64_param": 2,
+        "string_param": 3,
+        "double_param": 4,
+        "uint64_param": 5,
+    }
     assert numbers(pb.InferTensorContents) == {
-        "bool_contents": 1, "int_contents": 2, "int64_contents": 3, "uint_contents": 4, "uint64_contents": 5,
-        "fp32_contents": 6, "fp64_contents": 7, "bytes_contents": 8,
-    }  # fmt: skip
+        "bool_contents": 1,
+        "int_contents": 2,
+        "int64_contents": 3,
+        "uint_contents": 4,
+        "uint64_contents": 5,
+        "fp32_contents": 6,
+        "fp64_contents": 7,
+        "bytes_contents": 8,
+    }
     assert numbers(pb.ModelMetadataResponse.TensorMetadata) == {"name": 1, "datatype": 2, "shape": 3, "parameters": 4}
     service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
     assert pb.DESCRIPTOR.package == "inference"
     assert {m.name for m in service.methods} == {
-        "ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer",
+        "ServerLive",
+        "ServerReady",
+        "ModelReady",
+        "ServerMetadata",
+        "ModelMetadata",
+        "ModelInfer",
         "ModelStreamInfer",
-    }  # fmt: skip
+    }

@@ -38,7 +38,7 @@ def _resource(api_version: str, kind: str, spec: dict[str, Any]) -> dict[str, An
                     "namespace": _STR,
                     "labels": _STRMAP,
                     "annotations": _STRMAP,
-                },  # fmt: skip
+                },
             },
             "spec": spec,
         },

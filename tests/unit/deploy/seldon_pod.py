@@ -36,8 +36,9 @@ def pod_spec(server: dict[str, Any]) -> dict[str, Any]:
     """The merged pod spec of ``server`` (a Server resource over the mlserver ServerConfig)."""
     base = server_config()["spec"]["podSpec"]
     override = server["spec"].get("podSpec") or {}
-    merged = _merge({k: v for k, v in base.items() if k != "containers"},
-                    {k: v for k, v in override.items() if k != "containers"})  # fmt: skip
+    merged = _merge(
+        {k: v for k, v in base.items() if k != "containers"}, {k: v for k, v in override.items() if k != "containers"}
+    )
     containers = {c["name"]: c for c in base["containers"]}
     for container in override.get("containers", []):
         name = container["name"]

@@ -23,16 +23,25 @@ from deploy_checks import DEPLOY, REPO, env_file_names, settings_defaults, unkno
 COMPOSE = REPO / "compose.yaml"
 GPU_OVERRIDE = DEPLOY / "compose" / "gpu.yaml"
 # which ragraph service (settings class) each compose service runs
-RAGRAPH = {"encoder": "encoder", "llm": "llm", "router": "router", "router-pinecone": "router",
-           "router-postgres": "router"}  # fmt: skip
+RAGRAPH = {
+    "encoder": "encoder",
+    "llm": "llm",
+    "router": "router",
+    "router-pinecone": "router",
+    "router-postgres": "router",
+}
 # third-party images: the variables their own docs define
 IMAGE_ENV = {
     "pinecone-local": {"PORT", "PINECONE_HOST"},
     "postgres": {"POSTGRES_USER", "POSTGRES_DB", "POSTGRES_PASSWORD", "PGDATA"},
     "prometheus": set(),
-    "grafana": {"GF_AUTH_ANONYMOUS_ENABLED", "GF_AUTH_ANONYMOUS_ORG_ROLE", "GF_SECURITY_ADMIN_PASSWORD",
-                "GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"},
-}  # fmt: skip
+    "grafana": {
+        "GF_AUTH_ANONYMOUS_ENABLED",
+        "GF_AUTH_ANONYMOUS_ORG_ROLE",
+        "GF_SECURITY_ADMIN_PASSWORD",
+        "GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH",
+    },
+}
 # services without a healthcheck, and why
 NO_HEALTHCHECK = {
     "pinecone-local": "third-party image with no documented shell or HTTP client to probe with; "
@@ -91,15 +100,21 @@ def _docker_compose() -> str:
 
 @pytest.mark.parametrize(
     "args",
-    [[], ["--profile", "pinecone"], ["--profile", "postgres"], ["--profile", "observability"],
-     ["--profile", "pinecone", "--profile", "postgres", "--profile", "observability"],
-     ["-f", "compose.yaml", "-f", str(GPU_OVERRIDE)]],
+    [
+        [],
+        ["--profile", "pinecone"],
+        ["--profile", "postgres"],
+        ["--profile", "observability"],
+        ["--profile", "pinecone", "--profile", "postgres", "--profile", "observability"],
+        ["-f", "compose.yaml", "-f", str(GPU_OVERRIDE)],
+    ],
     ids=["default", "pinecone", "postgres", "observability", "all-profiles", "gpu-override"],
-)  # fmt: skip
+)
 def test_docker_compose_config_accepts_it(args: list[str]) -> None:
     exe = _docker_compose()
-    done = subprocess.run([exe, *args, "config", "-q"], cwd=REPO, capture_output=True, text=True, timeout=60,
-                          env=CONFIG_ENV)  # fmt: skip
+    done = subprocess.run(
+        [exe, *args, "config", "-q"], cwd=REPO, capture_output=True, text=True, timeout=60, env=CONFIG_ENV
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -175,8 +190,12 @@ def test_the_nodes_require_a_service_token_and_the_routers_send_it(compose: dict
     # compose's ${VAR:?message}: no default, and `docker compose up` stops with the message when unset
     match = re.fullmatch(r"\$\{RAGRAPH_SERVICE_TOKEN:\?([^}]+)\}", token)
     assert match and "docs/security.md" in match.group(1) and "$" not in match.group(1)
-    expected = {"encoder": "RAGRAPH_ENCODER_SERVICE_TOKEN", "llm": "RAGRAPH_LLM_SERVICE_TOKEN",
-                "router": "RAGRAPH_ROUTER_NODE_TOKEN", "router-pinecone": "RAGRAPH_ROUTER_NODE_TOKEN"}  # fmt: skip
+    expected = {
+        "encoder": "RAGRAPH_ENCODER_SERVICE_TOKEN",
+        "llm": "RAGRAPH_LLM_SERVICE_TOKEN",
+        "router": "RAGRAPH_ROUTER_NODE_TOKEN",
+        "router-pinecone": "RAGRAPH_ROUTER_NODE_TOKEN",
+    }
     for name, var in expected.items():
         assert _env(compose["services"][name])[var] == token, name
     for name, service in compose["services"].items():

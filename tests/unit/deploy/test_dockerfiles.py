@@ -182,9 +182,16 @@ def test_dockerignore_sends_what_the_dockerfiles_copy_and_nothing_else() -> None
                         assert _dockerignore_included(src.rstrip("/"), patterns), (service, src)
     for path in ["clients/ragraph_cli/main.py", "services/router/ragraph_router/graphs/rag.yaml", "README.md"]:
         assert _dockerignore_included(path, patterns), path
-    for path in [".venv/bin/python", ".git/HEAD", "tests/conftest.py", ".ragraph/store/x", "bench/graph.py",
-                 "services/encoder/ragraph_encoder/__pycache__/model.cpython-311.pyc", "ragraph.egg-info/PKG-INFO",
-                 "deploy/compose/models/tiny-llm/model.safetensors"]:  # fmt: skip
+    for path in [
+        ".venv/bin/python",
+        ".git/HEAD",
+        "tests/conftest.py",
+        ".ragraph/store/x",
+        "bench/graph.py",
+        "services/encoder/ragraph_encoder/__pycache__/model.cpython-311.pyc",
+        "ragraph.egg-info/PKG-INFO",
+        "deploy/compose/models/tiny-llm/model.safetensors",
+    ]:
         assert not _dockerignore_included(path, patterns), path
 
 

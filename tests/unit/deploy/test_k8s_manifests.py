@@ -47,8 +47,17 @@ def test_core_objects_validate_against_the_kubernetes_schemas(name: str, version
             kubernetes_validate.validate(obj, version, strict=True)
         except kubernetes_validate.ValidationError as exc:
             pytest.fail(f"{obj['kind']}/{obj['metadata']['name']} at {list(exc.path)}: {exc.message}")
-    assert kinds >= {"Namespace", "ServiceAccount", "Deployment", "Service", "HorizontalPodAutoscaler",
-                     "PodDisruptionBudget", "NetworkPolicy", "ConfigMap", *CRD_KINDS}  # fmt: skip
+    assert kinds >= {
+        "Namespace",
+        "ServiceAccount",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "ConfigMap",
+        *CRD_KINDS,
+    }
 
 
 def test_schema_validation_catches_a_misspelt_field() -> None:
@@ -201,8 +210,11 @@ def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
 
 def _reachable_from_outside(policies: list[dict[str, Any]], labels: dict[str, str]) -> set[int] | None:
     """Ports of a pod that traffic from outside the namespace may reach (None: every port)."""
-    applicable = [p for p in policies if _selects(p["spec"]["podSelector"], labels)
-                  and "Ingress" in p["spec"].get("policyTypes", ["Ingress"])]  # fmt: skip
+    applicable = [
+        p
+        for p in policies
+        if _selects(p["spec"]["podSelector"], labels) and "Ingress" in p["spec"].get("policyTypes", ["Ingress"])
+    ]
     if not applicable:
         return None
     ports: set[int] = set()
@@ -256,8 +268,10 @@ def test_only_the_router_is_reachable_from_outside_the_namespace(name: str) -> N
 def test_router_config_graph_and_secrets(name: str) -> None:
     objects = overlay(name)
     assert not by_kind(objects, "Secret"), "secrets are referenced, never shipped"
-    configmaps = {n.rsplit("-", 1)[0] if n.startswith(("ragraph-graph-", "ragraph-env-")) else n: o
-                  for n, o in by_kind(objects, "ConfigMap").items()}  # fmt: skip
+    configmaps = {
+        n.rsplit("-", 1)[0] if n.startswith(("ragraph-graph-", "ragraph-env-")) else n: o
+        for n, o in by_kind(objects, "ConfigMap").items()
+    }
     graph = configmaps["ragraph-graph"]["data"]["rag.yaml"]
     assert graph == SHIPPED_GRAPH.read_text(), "deploy/k8s/base/graph/rag.yaml drifted from the shipped graph"
     router = by_kind(objects, "Deployment")["router"]
@@ -287,15 +301,20 @@ def test_router_config_graph_and_secrets(name: str) -> None:
     for service in ("encoder", "llm"):
         env = {e["name"]: e for e in _container(deployments[service])["env"]}
         ref = env[f"RAGRAPH_{service.upper()}_SERVICE_TOKEN"]["valueFrom"]["secretKeyRef"]
-        assert (ref["name"], ref["key"]) == (secret_refs["RAGRAPH_ROUTER_NODE_TOKEN"]["name"],
-                                             secret_refs["RAGRAPH_ROUTER_NODE_TOKEN"]["key"])  # fmt: skip
+        assert (ref["name"], ref["key"]) == (
+            secret_refs["RAGRAPH_ROUTER_NODE_TOKEN"]["name"],
+            secret_refs["RAGRAPH_ROUTER_NODE_TOKEN"]["key"],
+        )
 
 
 @pytest.mark.parametrize("name", OVERLAYS)
 def test_the_node_token_is_required_and_the_repository_api_stays_off(name: str) -> None:
     deployments = by_kind(overlay(name), "Deployment")
-    token_vars = {"encoder": "RAGRAPH_ENCODER_SERVICE_TOKEN", "llm": "RAGRAPH_LLM_SERVICE_TOKEN",
-                  "router": "RAGRAPH_ROUTER_NODE_TOKEN"}  # fmt: skip
+    token_vars = {
+        "encoder": "RAGRAPH_ENCODER_SERVICE_TOKEN",
+        "llm": "RAGRAPH_LLM_SERVICE_TOKEN",
+        "router": "RAGRAPH_ROUTER_NODE_TOKEN",
+    }
     for service, var in token_vars.items():
         env = {e["name"]: e for e in _container(deployments[service])["env"]}
         ref = env[var]["valueFrom"]["secretKeyRef"]

@@ -53,9 +53,14 @@ def test_routers_default_to_the_in_cluster_postgres(name: str) -> None:
     # the router's PGPASSWORD and the database's password are the same Secret key
     router_ref = _env(_container(by_kind(objects, "Deployment")["router"]))["PGPASSWORD"]["valueFrom"]["secretKeyRef"]
     db_ref = db_env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]
-    assert (router_ref["name"], router_ref["key"]) == (db_ref["name"], db_ref["key"]) == (
-        "ragraph-secrets", "postgres-password",
-    )  # fmt: skip
+    assert (
+        (router_ref["name"], router_ref["key"])
+        == (db_ref["name"], db_ref["key"])
+        == (
+            "ragraph-secrets",
+            "postgres-password",
+        )
+    )
     assert router_ref.get("optional") is True and not db_ref.get("optional")  # the router starts without it
 
 

@@ -75,10 +75,15 @@ def test_each_inference_service_runs_its_node_on_its_runtime(node: str) -> None:
     assert container["resources"]["requests"]["cpu"] == container["resources"]["limits"]["cpu"]
     # the container and volumes, as the pod KServe makes of them
     pod = {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": node},
-        "spec": {"containers": [container], "volumes": runtime["spec"]["volumes"],
-                 "securityContext": predictor["securityContext"]},
-    }  # fmt: skip
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": node},
+        "spec": {
+            "containers": [container],
+            "volumes": runtime["spec"]["volumes"],
+            "securityContext": predictor["securityContext"],
+        },
+    }
     kubernetes_validate.validate(pod, "1.32.0", strict=True)
     assert predictor["labels"]["app.kubernetes.io/name"] == node  # what the NetworkPolicies select
 

@@ -38,7 +38,10 @@ def _nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
 def test_every_seldon_resource_has_its_required_fields() -> None:
     files = sorted(SELDON.rglob("*.yaml"))
     assert {f.relative_to(SELDON).as_posix() for f in files} == {
-        "seldondeployment.yaml", "core-v2/models.yaml", "core-v2/server.yaml"}  # fmt: skip
+        "seldondeployment.yaml",
+        "core-v2/models.yaml",
+        "core-v2/server.yaml",
+    }
     for path in files:
         for doc in _load(path):
             assert crd_errors(doc) == [], f"{path.name}: {doc['kind']}/{doc['metadata']['name']}"
@@ -117,10 +120,11 @@ def test_core_v2_models_land_on_the_server_whose_image_serves_them() -> None:
     placed: dict[str, list[str]] = {}
     for name, model in models.items():
         fits = [
-            s for s, server in servers.items()
-            if set(model["spec"]["requirements"]) <= set(server["spec"].get("extraCapabilities", []))
-            | set(server["spec"].get("capabilities", []))
-        ]  # fmt: skip
+            s
+            for s, server in servers.items()
+            if set(model["spec"]["requirements"])
+            <= set(server["spec"].get("extraCapabilities", [])) | set(server["spec"].get("capabilities", []))
+        ]
         assert len(fits) == 1, (name, fits)
         (server,) = fits
         placed.setdefault(server, []).append(name)

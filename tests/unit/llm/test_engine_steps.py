@@ -48,8 +48,14 @@ def test_concurrent_greedy_requests_match_generate_alone(lm: LanguageModel, mixe
     prompts = [lm.encode(PROMPTS[i % len(PROMPTS)]) for i in range(10)]
     tokens = [12 + 7 * (i % 4) for i in range(10)]  # sequences leave at different steps
     expected = [_generate(lm, p, n) for p, n in zip(prompts, tokens, strict=True)]
-    engine = Engine(lambda: lm, max_batch_size=4, max_queued=16, max_batch_time_ms=2.0,
-                    max_prefill_tokens=prefill_tokens, mixed_steps=mixed)  # fmt: skip
+    engine = Engine(
+        lambda: lm,
+        max_batch_size=4,
+        max_queued=16,
+        max_batch_time_ms=2.0,
+        max_prefill_tokens=prefill_tokens,
+        mixed_steps=mixed,
+    )
     try:
         assert engine.mixed is mixed
         got = asyncio.run(_load(engine, prompts, tokens))

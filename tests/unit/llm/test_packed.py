@@ -15,8 +15,15 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 @torch.inference_mode()
 def test_a_packed_llama_gives_the_plain_logits() -> None:
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=101, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, attention_bias=True)  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=101,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        attention_bias=True,
+    )
     plain = LlamaForCausalLM(config).eval()
     packed = copy.deepcopy(plain)
     linears = sum(type(m) is torch.nn.Linear for m in plain.modules())

@@ -68,7 +68,7 @@ def test_relayout_makes_room_to_the_left_for_a_long_prompt() -> None:
 def test_a_long_prompt_is_laid_out_whole_and_its_later_pieces_fill_its_columns() -> None:
     cache = SlotCache(3, torch.device("cpu"))
     cache.begin([], [(None, 4, 4)])  # slot 0 decodes from the next step on
-    (slot, first), = cache.begin([0], [(None, 5, 11)])  # slot 1: the first 5 of an 11-token prompt
+    ((slot, first),) = cache.begin([0], [(None, 5, 11)])  # slot 1: the first 5 of an 11-token prompt
     admitted = cache.end - 1
     assert slot == 1 and first == admitted - 10  # the whole prompt would end in this step's column
     placed = cache.begin([0], [(1, 6, 11)])  # the next 6 tokens fill the reserved columns

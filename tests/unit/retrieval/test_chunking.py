@@ -37,9 +37,29 @@ def _exact(counter: HFTokenCounter, text: str) -> int:
 
 
 WORDS = st.sampled_from(
-    ["the", "encoder", "truncates", "silently", "naïve", "café", "数据库", "🙂", "x" * 40, "e=mc²", "don't",
-     "foo_bar_baz", "12,345.67", "https://example.com/a/b?c=d", "λ", "—", "(", ")", "def", "return"]
-)  # fmt: skip
+    [
+        "the",
+        "encoder",
+        "truncates",
+        "silently",
+        "naïve",
+        "café",
+        "数据库",
+        "🙂",
+        "x" * 40,
+        "e=mc²",
+        "don't",
+        "foo_bar_baz",
+        "12,345.67",
+        "https://example.com/a/b?c=d",
+        "λ",
+        "—",
+        "(",
+        ")",
+        "def",
+        "return",
+    ]
+)
 SEPS = st.sampled_from([" ", " ", " ", "\n", "\n\n", ". ", "! ", "\t", "  ", "\n# ", "\n- "])
 TEXTS = st.lists(st.tuples(WORDS, SEPS), min_size=1, max_size=900).map(lambda xs: "".join(w + s for w, s in xs))
 

@@ -97,6 +97,7 @@ def test_many_connections_create_one_store_at_once(tmp_path: Path) -> None:
         assert errors == [], f"trial {trial}: {errors[0]!r}"
         assert LocalStore(path).stats().total == 6
 
+
 def test_hnsw_index_option(tmp_path: Path) -> None:
     pytest.importorskip("faiss")
     vectors = _vectors(2000, 32)

@@ -216,8 +216,13 @@ async def test_redis_uses_its_own_time_and_expires_full_buckets(redis_server: Re
 
 async def test_two_gates_on_one_redis_share_one_budget(redis_server: RedisServer) -> None:
     key = "rgk_0badcafe_" + "s" * 43
-    settings = access_settings(api_keys=hash_key(key), redis_url=redis_server.url, rate_limit_rps=0.01,
-                         rate_limit_burst=3, rate_limit_tokens_per_min=600)  # fmt: skip
+    settings = access_settings(
+        api_keys=hash_key(key),
+        redis_url=redis_server.url,
+        rate_limit_rps=0.01,
+        rate_limit_burst=3,
+        rate_limit_tokens_per_min=600,
+    )
     one, two = Gate.from_settings(settings), Gate.from_settings(settings)
     try:
         headers = {"authorization": f"Bearer {key}"}

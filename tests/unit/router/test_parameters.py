@@ -68,15 +68,32 @@ def test_bad_parameters_are_refused_naming_them(params: dict[str, Any], message:
 def test_values_go_on_normalised() -> None:
     got = read(
         {
-            "max_tokens": "12", "temperature": "0", "top_p": 0.5, "top_k_tokens": 40, "seed": 7, "stop": '"END"',
-            "repetition_penalty": "1.3", "no_repeat_ngram_size": 3.0, "top_k": 3, "namespace": "ns", "debug": "true",
-            "filter": '{"doc_id": "a.md"}', "triton_enable_empty_final_response": True, "binary_data_output": False,
+            "max_tokens": "12",
+            "temperature": "0",
+            "top_p": 0.5,
+            "top_k_tokens": 40,
+            "seed": 7,
+            "stop": '"END"',
+            "repetition_penalty": "1.3",
+            "no_repeat_ngram_size": 3.0,
+            "top_k": 3,
+            "namespace": "ns",
+            "debug": "true",
+            "filter": '{"doc_id": "a.md"}',
+            "triton_enable_empty_final_response": True,
+            "binary_data_output": False,
         }
-    )  # fmt: skip
+    )
     assert got.forwarded == {
-        "max_tokens": 12, "temperature": 0.0, "top_p": 0.5, "top_k_tokens": 40, "seed": 7, "stop": '["END"]',
-        "repetition_penalty": 1.3, "no_repeat_ngram_size": 3,
-    }  # fmt: skip
+        "max_tokens": 12,
+        "temperature": 0.0,
+        "top_p": 0.5,
+        "top_k_tokens": 40,
+        "seed": 7,
+        "stop": '["END"]',
+        "repetition_penalty": 1.3,
+        "no_repeat_ngram_size": 3,
+    }
     assert (got.top_k, got.namespace, got.debug) == (3, "ns", True)
     assert got.filter is not None and got.filter.field == "doc_id"  # type: ignore[union-attr]
 
@@ -96,10 +113,15 @@ def test_shipped_graphs_forward_every_llm_parameter() -> None:
     for name in graph.shipped():
         generate = graph.load(name).node("generate")
         assert generate.forward == {
-            "max_tokens": "max_tokens", "temperature": "temperature", "top_p": "top_p", "top_k_tokens": "top_k",
-            "seed": "seed", "stop": "stop", "repetition_penalty": "repetition_penalty",
+            "max_tokens": "max_tokens",
+            "temperature": "temperature",
+            "top_p": "top_p",
+            "top_k_tokens": "top_k",
+            "seed": "seed",
+            "stop": "stop",
+            "repetition_penalty": "repetition_penalty",
             "no_repeat_ngram_size": "no_repeat_ngram_size",
-        }  # fmt: skip
+        }
         assert set(generate.forward) == set(parameters.CHECKS)
 
 

@@ -303,8 +303,13 @@ def test_passage_tokens_leaves_short_passages_whole() -> None:
 
 def test_from_parameters_sets_every_argument() -> None:
     counter = _counter()
-    params = {"budget_tokens": 900, "system": "Be brief.", "max_passages": 2, "passage_tokens": 60,
-              "min_passage_tokens": 10}  # fmt: skip
+    params = {
+        "budget_tokens": 900,
+        "system": "Be brief.",
+        "max_passages": 2,
+        "passage_tokens": 60,
+        "min_passage_tokens": 10,
+    }
     builder = PromptBuilder.from_parameters(counter, params)
     assert (builder.budget_tokens, builder.system, builder.max_passages) == (900, "Be brief.", 2)
     assert (builder.passage_tokens, builder.min_passage_tokens) == (60, 10)
@@ -314,8 +319,11 @@ def test_from_parameters_sets_every_argument() -> None:
     assert all(counter.count(s.text) <= 60 for s in prompt.sources)
     default = PromptBuilder.from_parameters(counter, {})
     assert (default.budget_tokens, default.system, default.max_passages, default.passage_tokens) == (
-        1536, DEFAULT_SYSTEM, 8, None,
-    )  # fmt: skip
+        1536,
+        DEFAULT_SYSTEM,
+        8,
+        None,
+    )
 
 
 @pytest.mark.parametrize(

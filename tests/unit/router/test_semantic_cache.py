@@ -173,8 +173,11 @@ def test_round_trip_through_the_local_store(cache: SemanticCache, store: VectorS
     assert found.entry is not None
     got = found.entry
     assert (got.question, got.answer, got.label, got.finish_reason) == (
-        entry.question, entry.answer, "answered", "stop"
-    )  # fmt: skip
+        entry.question,
+        entry.answer,
+        "answered",
+        "stop",
+    )
     assert [s.as_json() for s in got.sources] == [s.as_json() for s in entry.sources]
     record = store.fetch([cache.record_id(key, entry.question)], "__cache__")
     (meta,) = [r.metadata for r in record.values()]
@@ -284,22 +287,32 @@ def test_writes_purge_at_most_once_a_while(cache: SemanticCache, store: VectorSt
     ("old", "new", "needle"),
     [
         ('endpoint: {store: "STORE_URI"}\n    inputs: {vector', "inputs: {vector", "CACHE nodes need endpoint.store"),
-        ("inputs: {vector: encode.embedding}\n    parameters", "inputs: {vec: encode.embedding}\n    parameters",
-         "inputs: {vector: <node>.embedding}"),
+        (
+            "inputs: {vector: encode.embedding}\n    parameters",
+            "inputs: {vec: encode.embedding}\n    parameters",
+            "inputs: {vector: <node>.embedding}",
+        ),
         ("on_hit: combine", "on_hit: nowhere", "child/route 'nowhere' is not a node"),
         ("    on_hit: combine\n", "", "CACHE nodes need on_hit"),
         ("threshold: 0.9", "threshold: 1.5", "parameters.threshold: Input should be less than or equal to 1"),
         ("threshold: 0.9", "threshold: 0", "parameters.threshold"),
         ("ttl_s: 100", "ttl_s: -1", "parameters.ttl_s: Input should be greater than 0"),
         ("ttl_s: 100", "ttl_s: 100, size: 3", "parameters.size: Extra inputs are not permitted"),
-        ("answer: [generate.text, cache.answer]", "answer: generate.text",
-         "no combine: answer node reads cache.answer"),
+        (
+            "answer: [generate.text, cache.answer]",
+            "answer: generate.text",
+            "no combine: answer node reads cache.answer",
+        ),
         ("children: [prompt]}", "children: [prompt], on_hit: combine}", "on_hit is only for CACHE nodes"),
-        ("on_error: skip, children: [combine]}", "on_error: skip, children: [combine]}\n"
-         "  - {name: cache2, type: CACHE, endpoint: {store: x}, inputs: {vector: encode.embedding}, on_hit: combine}",
-         "at most one CACHE node"),
+        (
+            "on_error: skip, children: [combine]}",
+            "on_error: skip, children: [combine]}\n"
+            "  - {name: cache2, type: CACHE, endpoint: {store: x}, inputs: {vector: encode.embedding}, "
+            "on_hit: combine}",
+            "at most one CACHE node",
+        ),
     ],
-)  # fmt: skip
+)
 def test_graph_rejects_a_bad_cache_node_naming_node_and_field(old: str, new: str, needle: str) -> None:
     assert old in GRAPH
     with pytest.raises(GraphError) as info:

@@ -9,11 +9,16 @@ from ragraph_serving import access
 
 @pytest.mark.parametrize(
     ("env", "enabled"),
-    [({}, False), ({"RAGRAPH_LLM_MODEL_REPOSITORY_API": "true"}, True),
-     ({"RAGRAPH_ENCODER_MODEL_REPOSITORY_API": " 1 "}, True), ({"RAGRAPH_LLM_MODEL_REPOSITORY_API": "false"}, False),
-     ({"RAGRAPH_LLM_MODEL_REPOSITORY_API": "no"}, False), ({"RAGRAPH_ROUTER_MODEL_REPOSITORY_API": "true"}, False),
-     ({"RAGRAPH_MODEL_REPOSITORY_API": "true"}, False)],
-)  # fmt: skip
+    [
+        ({}, False),
+        ({"RAGRAPH_LLM_MODEL_REPOSITORY_API": "true"}, True),
+        ({"RAGRAPH_ENCODER_MODEL_REPOSITORY_API": " 1 "}, True),
+        ({"RAGRAPH_LLM_MODEL_REPOSITORY_API": "false"}, False),
+        ({"RAGRAPH_LLM_MODEL_REPOSITORY_API": "no"}, False),
+        ({"RAGRAPH_ROUTER_MODEL_REPOSITORY_API": "true"}, False),
+        ({"RAGRAPH_MODEL_REPOSITORY_API": "true"}, False),
+    ],
+)
 def test_the_services_variables_turn_it_on(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], enabled: bool) -> None:
     for service in ("ENCODER", "LLM"):
         monkeypatch.delenv(f"RAGRAPH_{service}_MODEL_REPOSITORY_API", raising=False)

@@ -97,8 +97,14 @@ class KeyRecord:
     limits: Limits = field(default_factory=Limits)
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "hash": self.hash, "created": self.created,
-                "revoked": self.revoked, "limits": self.limits.to_json()}  # fmt: skip
+        return {
+            "id": self.id,
+            "name": self.name,
+            "hash": self.hash,
+            "created": self.created,
+            "revoked": self.revoked,
+            "limits": self.limits.to_json(),
+        }
 
     @classmethod
     def from_json(cls, data: Any) -> KeyRecord:
@@ -330,8 +336,12 @@ class KeyStore:
         for stored in self.env_hashes:  # every one, so the time taken does not say which matched
             matched |= hashes_equal(presented, stored)
         if matched:
-            return KeyRecord(id=key_id or presented[len(HASH_PREFIX) : len(HASH_PREFIX) + 8], name=ENV_KEY_NAME,
-                             hash=presented, created="")  # fmt: skip
+            return KeyRecord(
+                id=key_id or presented[len(HASH_PREFIX) : len(HASH_PREFIX) + 8],
+                name=ENV_KEY_NAME,
+                hash=presented,
+                created="",
+            )
         if key_id is None and not self.env_hashes:
             raise Unauthenticated("malformed API key: expected 'rgk_<id>_<secret>'")
         if key_id is not None:  # debug: anyone can send made-up ids (the unauthenticated metric counts them)

@@ -52,8 +52,11 @@ class Limits:
         return 0.0 if self.tokens_per_min is None else self.tokens_per_min / 60.0
 
     def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in (("rps", self.rps), ("burst", self.burst), ("tokens_per_min", self.tokens_per_min))
-                if v is not None}  # fmt: skip
+        return {
+            k: v
+            for k, v in (("rps", self.rps), ("burst", self.burst), ("tokens_per_min", self.tokens_per_min))
+            if v is not None
+        }
 
     @classmethod
     def from_json(cls, data: Any) -> Limits:
@@ -310,8 +313,7 @@ class RedisBuckets:
         if not limits.active:
             return
         keys = [f"{self.prefix}{key_id}:req", f"{self.prefix}{key_id}:tok"]
-        args = [self._now(), limits.rps or 0, limits.request_capacity, limits.token_rate,
-                limits.tokens_per_min or 0]  # fmt: skip
+        args = [self._now(), limits.rps or 0, limits.request_capacity, limits.token_rate, limits.tokens_per_min or 0]
         ok, limit, retry = await self._run(self._admit, keys, args)
         if int(ok) != 1:
             raise RateLimited(key_id, _text(limit), limits, float(_text(retry)))
