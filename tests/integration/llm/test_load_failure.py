@@ -5,30 +5,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.fixtures.servers import free_port
+from tests.fixtures.servers import free_port, serve_command
 
 
 def test_llm_that_cannot_load_exits_non_zero(tmp_path: Path) -> None:
     missing = tmp_path / "missing.gguf"
-    ports = [str(free_port()) for _ in range(3)]
-    cmd = [
-        sys.executable,
-        "-m",
-        "ragraph_cli.main",
-        "serve",
-        "llm",
-        "--model",
-        str(missing),
-        "--grpc-port",
-        ports[0],
-        "--http-port",
-        ports[1],
-        "--metrics-port",
-        ports[2],
-    ]
+    cmd = serve_command(["llm", "--model", str(missing)], free_port(), free_port(), free_port())
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
     log = done.stdout + done.stderr

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +24,16 @@ from ragraph_client.errors import Unavailable
 from ragraph_client.tensors import InferResponse
 
 from tests.fixtures.corpus import ingest_corpus
-from tests.fixtures.servers import REPO, Service, _await_ready, start_llm, start_router, start_service, wait_for
+from tests.fixtures.servers import (
+    REPO,
+    Service,
+    _await_ready,
+    serve_command,
+    start_llm,
+    start_router,
+    start_service,
+    wait_for,
+)
 
 QUESTION = "How often should the espresso machine be descaled?"
 WINDOW = 2048
@@ -46,25 +54,8 @@ class Graph:
 
 def _restart_llm(old: Service, model_dir: Path, log_path: Path) -> Service:
     """``ragraph serve llm`` again on the ports of ``old`` (which is dead)."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "ragraph_cli.main",
-        "serve",
-        "llm",
-        "--model",
-        str(model_dir),
-        "--device",
-        "cpu",
-        "--context-window",
-        str(WINDOW),
-        "--grpc-port",
-        str(old.grpc_port),
-        "--http-port",
-        str(old.http_port),
-        "--metrics-port",
-        str(old.metrics_port),
-    ]
+    args = ["llm", "--model", str(model_dir), "--device", "cpu", "--context-window", str(WINDOW)]
+    cmd = serve_command(args, old.grpc_port, old.http_port, old.metrics_port)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     log_file = open(log_path, "wb")  # noqa: SIM115 - kept open for the child's lifetime
     process = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=REPO)
