@@ -9,8 +9,9 @@ Two servers a CPU user would pick:
 - ``python -m llama_cpp.server`` from ``llama-cpp-python[server]`` (the ``bench`` extra): one
   request at a time, the way that server runs them.
 
-Both are driven through their OpenAI-compatible ``/v1/completions`` stream: one SSE chunk per
-token; TTFT is request sent -> first chunk with text, inter-token the gaps between chunks.
+Both are driven through their OpenAI-compatible ``/v1/chat/completions`` stream with the prompt as
+a one-turn chat (the GGUF's own chat template): one SSE chunk per token; TTFT is request sent ->
+first chunk with content, inter-token the gaps between chunks.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ def start_llama_server(binary: Path, gguf: str, slots: int, threads: int, log_pa
         "--threads-batch",
         str(threads),
         "--cont-batching",
+        "--jinja",
         "--no-webui",
     ]
     process = subprocess.Popen(command, stdout=log_path.open("wb"), stderr=subprocess.STDOUT)
@@ -136,17 +138,18 @@ async def _one_request(client: object, server: LlamaServer, text: str, tokens: i
     import httpx
 
     assert isinstance(client, httpx.AsyncClient)
-    body = {"prompt": text, "max_tokens": tokens, "temperature": 0.0, "stream": True}
+    chat = [{"role": "user", "content": text}]
+    body = {"messages": chat, "max_tokens": tokens, "temperature": 0.0, "stream": True}
     sent = time.perf_counter()
     last, ttft, inter, count = sent, 0.0, [], 0
-    async with client.stream("POST", f"{server.url}/v1/completions", json=body) as reply:
+    async with client.stream("POST", f"{server.url}/v1/chat/completions", json=body) as reply:
         reply.raise_for_status()
         async for line in reply.aiter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
             chunk = json.loads(line[6:])
             choices = chunk.get("choices") or []
-            if not choices or not choices[0].get("text"):
+            if not choices or not (choices[0].get("delta") or {}).get("content"):
                 continue
             now = time.perf_counter()
             count += 1
@@ -167,7 +170,9 @@ async def llama_load(server: LlamaServer, streams: int, tokens: int, rounds: int
 
     load = Load()
     texts = prompts(streams * rounds)
-    limits = httpx.Limits(max_connections=streams + 4, max_keepalive_connections=streams + 4)
+    # a new connection per request: llama-server closes a streamed response's connection, and a
+    # pooled one would be reused after that
+    limits = httpx.Limits(max_connections=streams + 4, max_keepalive_connections=0)
     async with httpx.AsyncClient(timeout=600, limits=limits) as client:
         for text in prompts(3):  # warm-up, as for the service
             await _one_request(client, server, text, tokens)

@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -52,6 +53,14 @@ def load_model(model: str, device: str) -> tuple[object, object]:
     return loaded.to(device).eval(), tokenizer
 
 
+def chat_ids(tokenizer: Any, text: str, device: str) -> Any:
+    """The prompt as a one-turn chat in the model's template, as the service renders ``messages``."""
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+    )
+    return tokenizer(rendered, return_tensors="pt", add_special_tokens=False).to(device)
+
+
 def sequential(model_path: str, device: str, n: int, tokens: int, packed: bool = False) -> float:
     """tok/s of plain ``model.generate`` on ``n`` prompts one after the other; with ``packed``, the
     model's linear layers are packed for oneDNN first, as the service does on CPU."""
@@ -64,11 +73,11 @@ def sequential(model_path: str, device: str, n: int, tokens: int, packed: bool =
     texts = prompts(n)
     generated = 0
     with torch.inference_mode():
-        ids = tokenizer(texts[0], return_tensors="pt").to(device)
+        ids = chat_ids(tokenizer, texts[0], device)
         model.generate(**ids, max_new_tokens=4, do_sample=False)  # warm-up
         start = time.perf_counter()
         for text in texts:
-            ids = tokenizer(text, return_tensors="pt").to(device)
+            ids = chat_ids(tokenizer, text, device)
             out = model.generate(**ids, max_new_tokens=tokens, do_sample=False)
             generated += out.shape[1] - ids["input_ids"].shape[1]
         elapsed = time.perf_counter() - start

@@ -5,6 +5,7 @@ every setup reports (tok/s, TTFT, inter-token gaps)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -17,6 +18,12 @@ TOPICS = ["the printing press", "vector search", "a busy kitchen", "network retr
 
 def prompts(n: int) -> list[str]:
     return [f"Request {i}: write a short note about {TOPICS[i % len(TOPICS)]} and why it matters" for i in range(n)]
+
+
+def messages(text: str) -> str:
+    """The prompt as a one-turn chat, JSON (the LLM's ``messages`` input): each server applies the
+    model's own chat template, as the graph's generate node has it do."""
+    return json.dumps([{"role": "user", "content": text}])
 
 
 @dataclass
@@ -52,7 +59,7 @@ async def service_load(service: Service, streams: int, tokens: int, rounds: int,
     texts = prompts(streams * rounds)
     async with AsyncInferenceClient(service.grpc_url, timeout=600, float_params="string") as client:
         for text in prompts(3):  # the first requests after start-up run slower (allocations, lazy set-up)
-            await client.infer("llm", {"prompt": [text]}, params)
+            await client.infer("llm", {"messages": [messages(text)]}, params)
         origin = time.perf_counter()
 
         async def one_stream(k: int) -> None:
@@ -62,7 +69,7 @@ async def service_load(service: Service, streams: int, tokens: int, rounds: int,
                 measured = sent - origin >= ramp
                 last, ttft, inter = sent, 0.0, []
                 async for response in client.stream(
-                    "llm", {"prompt": [texts[k * rounds + r]]}, params, style="mlserver"
+                    "llm", {"messages": [messages(texts[k * rounds + r])]}, params, style="mlserver"
                 ):
                     now = time.perf_counter()
                     if "completion_tokens" in response.parameters:

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.llm import bundled_gguf, load_model  # noqa: E402
+from bench.llm import bundled_gguf, chat_ids, load_model  # noqa: E402
 from bench.llm_load import prompts  # noqa: E402
 
 
@@ -32,9 +32,7 @@ def generate_all(model: object, tokenizer: object, texts: list[str], tokens: int
     outputs, elapsed = [], 0.0
     with torch.inference_mode():
         for text in texts:
-            messages = [{"role": "user", "content": text}]
-            rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)  # type: ignore[attr-defined]
-            ids = tokenizer(rendered, return_tensors="pt", add_special_tokens=False)  # type: ignore[operator]
+            ids = chat_ids(tokenizer, text, "cpu")
             start = time.perf_counter()
             out = model.generate(**ids, max_new_tokens=tokens, do_sample=False)  # type: ignore[attr-defined]
             elapsed += time.perf_counter() - start
