@@ -1,8 +1,8 @@
 """grpc.health.v1 on MLServer's gRPC server (MLServer 1.7.1 serves only the V2 ServerReady /
 ModelReady calls, which Kubernetes' native gRPC probes and ``grpc_health_probe`` cannot use).
 
-:func:`install` wraps ``mlserver.grpc.server.GRPCServer`` so that every server it builds also
-serves ``grpc.health.v1.Health``, kept in step with the model registry:
+:func:`ragraph_serving.mlserver_patch.apply` makes every gRPC server MLServer builds add a
+:class:`HealthReporter`'s ``grpc.health.v1.Health`` servicer, kept in step with the model registry:
 
 - ``""`` (the whole server) is SERVING once at least one model is registered and every
   registered model is ready, NOT_SERVING otherwise (still loading, a load failed, shutting down);
@@ -22,18 +22,18 @@ from typing import Any
 
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from . import mlserver_patch
+
 log = logging.getLogger("ragraph.serving")
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 POLL_INTERVAL_S = 0.5
 
-_INSTALLED = "_ragraph_health_installed"
-
 
 async def registry_status(data_plane: Any) -> dict[str, int]:
     """Health status by service name ("" and every registered model) from MLServer's registry."""
-    models = list(await data_plane._model_registry.get_models())
+    models = await mlserver_patch.hosted_models(data_plane)
     by_name: dict[str, bool] = {}
     for model in models:
         by_name[model.name] = by_name.get(model.name, True) and bool(model.ready)
@@ -60,6 +60,10 @@ class HealthReporter:
         self.servicer = _HealthServicer()
         self.current: dict[str, int] = {"": NOT_SERVING}
         self._task: asyncio.Task[None] | None = None
+
+    def add_to_server(self, server: Any) -> None:
+        """Serve grpc.health.v1 on ``server`` (a grpc.aio server not yet started)."""
+        health_pb2_grpc.add_HealthServicer_to_server(self.servicer, server)
 
     async def refresh(self) -> None:
         try:
@@ -93,37 +97,4 @@ class HealthReporter:
         await self.servicer.enter_graceful_shutdown()
 
 
-def install() -> None:
-    """Make MLServer's gRPC server serve grpc.health.v1 (idempotent)."""
-    # imported here: MLServer's generated V2 stubs must not load in processes that use ours
-    import mlserver.grpc.server as mlserver_grpc_server
-
-    cls = mlserver_grpc_server.GRPCServer
-    if getattr(cls, _INSTALLED, False):
-        return
-    create_server = cls._create_server
-    stop = cls.stop
-
-    def _create_server(self: Any) -> Any:
-        server = create_server(self)
-        reporter = HealthReporter(self._data_plane)
-        health_pb2_grpc.add_HealthServicer_to_server(reporter.servicer, server)
-        self._ragraph_health = reporter
-        try:
-            reporter.start()
-        except RuntimeError:  # built outside a running loop: nothing to keep current
-            log.warning("health: gRPC server built outside an event loop; grpc.health.v1 stays NOT_SERVING")
-        return server
-
-    async def _stop(self: Any, sig: int | None = None) -> None:
-        reporter = getattr(self, "_ragraph_health", None)
-        if reporter is not None:
-            await reporter.shutdown()
-        await stop(self, sig)
-
-    cls._create_server = _create_server  # type: ignore[method-assign]
-    cls.stop = _stop  # type: ignore[method-assign]
-    setattr(cls, _INSTALLED, True)
-
-
-__all__ = ["HealthReporter", "install", "registry_status"]
+__all__ = ["HealthReporter", "registry_status"]

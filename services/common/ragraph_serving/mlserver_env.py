@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from mlserver.cli.serve import load_settings
 from ragraph_client import logs
 
+from . import mlserver_patch
 from .server import HostedServer, create_mlserver
 from .settings import ServingSettings
 
@@ -78,7 +79,7 @@ def create_from_environment(settings: ServingSettings, server_name: str) -> Host
             "debug": mlserver_settings.debug,
         }
     )
-    merged._custom_grpc_server_settings = server.settings._custom_grpc_server_settings
+    mlserver_patch.set_grpc_server_options(merged, mlserver_patch.grpc_server_options(server.settings))
     names = ", ".join(m.name for m in models) or "none yet (the model repository API loads them)"
     log.info("serving the model repository %s (MLSERVER_* settings); models at start: %s", folder, names)
     return HostedServer(merged, models, merged.grpc_port, merged.http_port, merged.metrics_port)

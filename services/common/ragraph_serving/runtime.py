@@ -2,7 +2,8 @@
 
 A runtime implements :meth:`RagraphRuntime.infer` (and, if it streams, :meth:`RagraphRuntime.stream`)
 on typed objects; this class converts MLServer's types at the edge and hands ragraph errors to
-MLServer in a form that keeps their gRPC code.
+MLServer in a form that keeps their gRPC code. Importing it changes nothing in MLServer: ragraph's
+server factory applies :mod:`.mlserver_patch`.
 """
 
 from __future__ import annotations
@@ -16,9 +17,6 @@ from ragraph_client.tensors import InferRequest, InferResponse, TensorSpec
 
 from .codec import request_from_mlserver, response_to_mlserver
 from .errors import RuntimeRequestError
-from .servicer import install
-
-install()
 
 
 class RagraphRuntime(MLModel):
@@ -68,5 +66,5 @@ class RagraphRuntime(MLModel):
 
     def declare(self, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> None:
         """Publish the model's tensors in ModelMetadata (every ragraph model declares them)."""
-        self._settings.inputs = [MetadataTensor(name=s.name, datatype=s.datatype, shape=s.shape) for s in inputs]
-        self._settings.outputs = [MetadataTensor(name=s.name, datatype=s.datatype, shape=s.shape) for s in outputs]
+        self.inputs = [MetadataTensor(name=s.name, datatype=s.datatype, shape=s.shape) for s in inputs]
+        self.outputs = [MetadataTensor(name=s.name, datatype=s.datatype, shape=s.shape) for s in outputs]

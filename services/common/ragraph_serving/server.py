@@ -1,4 +1,5 @@
-"""Starting an MLServer instance that hosts ragraph runtimes, with ragraph's servicer."""
+"""Starting an MLServer instance that hosts ragraph runtimes, with ragraph's servicers: the
+factory :func:`create_mlserver` sets the node's access rules and applies :mod:`.mlserver_patch`."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from mlserver.settings import ModelSettings, Settings
 from ragraph_client import logs
 from ragraph_client.otel import otlp_endpoint, tracing_requested
 
+from . import access, mlserver_patch
 from .cpu import fit_threads_to_quota
-from .servicer import install
 from .settings import ServingSettings
 
 
@@ -42,8 +43,7 @@ class HostedServer:
         # current loop in __init__; built earlier, they land on a throwaway loop and SIGTERM is lost.
         self.mlserver = MLServer(self.settings)
         await self.mlserver.start(self.models)
-        registry = self.mlserver._model_registry  # MLServer has no public read of its models
-        ready = {m.name for m in await registry.get_models() if m.ready}
+        ready = {m.name for m in await mlserver_patch.hosted_models(self.mlserver) if m.ready}
         return [m.name for m in self.models if m.name not in ready]
 
     async def stop(self) -> None:
@@ -52,8 +52,12 @@ class HostedServer:
 
 
 def create_mlserver(settings: ServingSettings, models: list[ModelSettings], server_name: str) -> HostedServer:
+    """An MLServer for ``models`` with ragraph's servicers (:func:`.mlserver_patch.apply`, which
+    refuses an MLServer outside the pinned range), the service token and the repository switch."""
     prefix = str(settings.model_config.get("env_prefix") or "RAGRAPH_")
-    install(settings.service_token, settings.model_repository_api, f"{prefix}MODEL_REPOSITORY_API")
+    mlserver_patch.apply()
+    access.set_token(settings.service_token)
+    access.set_repository_api(settings.model_repository_api, f"{prefix}MODEL_REPOSITORY_API")
     fit_threads_to_quota()
     grpc_port = settings.grpc_port or free_port(settings.host)
     http_port = settings.http_port or free_port(settings.host)
@@ -72,11 +76,11 @@ def create_mlserver(settings: ServingSettings, models: list[ModelSettings], serv
         tracing_server=_otlp_target() if tracing_requested() else None,
     )
     if settings.max_connection_age_s > 0:
-        # MLServer takes extra gRPC server options only through this private field
-        mlserver_settings._custom_grpc_server_settings = {
+        options = {
             "grpc.max_connection_age_ms": int(settings.max_connection_age_s * 1000),
             "grpc.max_connection_age_grace_ms": 300_000,  # long enough for a stream under way to finish
         }
+        mlserver_patch.set_grpc_server_options(mlserver_settings, options)
     return HostedServer(mlserver_settings, models, grpc_port, http_port, metrics_port)
 
 

@@ -2,18 +2,17 @@
 converters run (so a bad datatype or a shape/data mismatch is INVALID_ARGUMENT naming the input,
 not INTERNAL), one error mapping that keeps every gRPC code a runtime chose, the service token
 and the model repository switch (:mod:`.access`), and streams a client may cancel at any point
-without an error being logged."""
+without an error being logged. :func:`.mlserver_patch.apply` has MLServer's gRPC server build
+these in place of its own."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
-import mlserver.grpc.server as mlserver_grpc_server
-from mlserver.errors import ModelNotFound, ModelNotReady
+from mlserver.errors import ModelNotFound
 from mlserver.grpc import dataplane_pb2 as pb
 from mlserver.grpc.converters import ModelInferResponseConverter
 from mlserver.grpc.model_repository import ModelRepositoryServicer
@@ -24,8 +23,11 @@ from ragraph_client.headers import SERVICE_TOKEN_HEADER
 from ragraph_client.tensors import decode_wire_tensors
 from ragraph_client.wire import fill_response, read_request
 
-from . import access
+from . import access, mlserver_patch
 from .errors import grpc_status
+
+if TYPE_CHECKING:
+    from .runtime import RagraphRuntime
 
 log = logging.getLogger("ragraph.serving")
 
@@ -122,23 +124,8 @@ class RagraphInferenceServicer(_TokenGuardedRepository, InferenceServicer):
         metrics still apply."""
         if not request.model_name:
             raise InvalidArgument("model_name is empty")
-        target = await self._data_plane._model_registry.get_model(request.model_name, request.model_version or None)
+        target = await mlserver_patch.hosted_model(self._data_plane, request.model_name, request.model_version or None)
         return hasattr(target, "handle")
-
-    @asynccontextmanager
-    async def _stream_model(self, name: str, version: str | None) -> AsyncIterator[Any]:
-        """MLServer's ``_infer_contextmanager`` (request metrics, ready check) without its
-        ``model_context``: that sets ContextVars across the stream's yields, and a client that
-        cancels has the stream closed from another context, where resetting them raises."""
-        plane = self._data_plane
-        duration = plane._ModelInferRequestDuration.labels(model=name, version=version).time()
-        failures = plane._ModelInferRequestFailure.labels(model=name, version=version).count_exceptions()
-        with duration, failures:
-            model = await plane._model_registry.get_model(name, version)
-            if not model.ready:
-                raise ModelNotReady(name, version)
-            yield model
-            plane._ModelInferRequestSuccess.labels(model=name, version=version).inc()
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
         await _require_token(context)
@@ -148,10 +135,10 @@ class RagraphInferenceServicer(_TokenGuardedRepository, InferenceServicer):
             use_raw = bool(request.raw_input_contents)
             if await self._is_ragraph_runtime(request):
                 typed = read_request(request)
-                async with self._data_plane._infer_contextmanager(
-                    request.model_name, request.model_version or None
+                async with mlserver_patch.infer_context(
+                    self._data_plane, request.model_name, request.model_version or None
                 ) as model:
-                    response = await model.handle(typed)
+                    response = await cast("RagraphRuntime", model).handle(typed)
                 response.id = request.id
                 return fill_response(pb.ModelInferResponse(), response, raw=use_raw)
             validate_request(request)
@@ -184,8 +171,10 @@ class RagraphInferenceServicer(_TokenGuardedRepository, InferenceServicer):
                 # Closing this generator (client gone, deadline) closes the runtime's stream,
                 # which frees its work.
                 typed = read_request(first)
-                async with self._stream_model(first.model_name, first.model_version or None) as model:
-                    async for response in model.handle_stream(typed):
+                async with mlserver_patch.stream_context(
+                    self._data_plane, first.model_name, first.model_version or None
+                ) as model:
+                    async for response in cast("RagraphRuntime", model).handle_stream(typed):
                         response.id = first.id
                         yield fill_response(pb.ModelInferResponse(), response, raw=use_raw)
                 return
@@ -199,24 +188,3 @@ class RagraphInferenceServicer(_TokenGuardedRepository, InferenceServicer):
             await _abort(context, exc, first.model_name if first is not None else "")
             if not _gone(context):
                 raise
-
-
-def install(
-    service_token: str | None = None, repository_api: bool | None = None, repository_setting: str | None = None
-) -> None:
-    """Make MLServer's gRPC server build ragraph's servicers and its REST app check the service
-    token. Called by ragraph's launcher and on import of every ragraph runtime, so plain
-    ``mlserver start`` behaves the same. ``service_token``: require it on every call but the
-    health ones; ``repository_api``: allow model load/unload (``repository_setting`` names the
-    variable that turns it on). None keeps what was set earlier: the runtimes' import-time
-    install() must not undo the launcher's."""
-    mlserver_grpc_server.InferenceServicer = RagraphInferenceServicer  # type: ignore[misc]
-    mlserver_grpc_server.ModelRepositoryServicer = GuardedRepositoryServicer  # type: ignore[misc]
-    if service_token is not None:
-        access.set_token(service_token)
-    if repository_api is not None:
-        access.set_repository_api(repository_api, repository_setting)
-    access.install_rest()
-    from .health import install as install_health  # grpc.health.v1 next to the V2 service
-
-    install_health()

@@ -1,10 +1,9 @@
 """ragraph_serving.health: what grpc.health.v1 says while MLServer's registry loads, serves,
-unloads and shuts down (a fake data plane; the real service is in tests/integration/deploy)."""
+unloads and shuts down (a fake data plane; the real service is in tests/integration/deploy; how MLServer's gRPC
+server gets it: tests/unit/serving/test_mlserver_patch.py)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from dataclasses import dataclass, field
 
 from grpc_health.v1 import health_pb2
@@ -81,20 +80,3 @@ async def test_unloaded_model_and_shutdown_turn_not_serving() -> None:
     assert set(_status(reporter).values()) == {NOT_SERVING}
     await reporter.refresh()  # after shutdown nothing turns it back on
     assert set(_status(reporter).values()) == {NOT_SERVING}
-
-
-def test_servicer_install_wraps_mlserver_grpc_server_once() -> None:
-    # in a process of its own: MLServer's V2 stubs and ours cannot share an interpreter
-    script = """
-import mlserver.grpc.server as m
-from ragraph_serving.servicer import install as install_servicer
-from ragraph_serving.health import install
-install_servicer()
-wrapped = m.GRPCServer._create_server
-install()
-assert m.GRPCServer._create_server is wrapped, "wrapped twice"
-assert wrapped.__module__ == "ragraph_serving.health", wrapped.__module__
-assert m.GRPCServer.stop.__module__ == "ragraph_serving.health"
-"""
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
