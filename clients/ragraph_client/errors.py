@@ -1,9 +1,11 @@
-"""ragraph's error types and their one mapping to gRPC status codes.
+"""ragraph's error types, their one mapping to gRPC status codes, and the one table from those
+codes to HTTP statuses.
 
 Every error we raise on purpose is a :class:`RagraphError` carrying its gRPC code. Servers map
 exceptions to a status with :func:`status_for` (and nothing else); clients turn a failed call
 back into the matching subclass with :func:`from_status`, so a caller can ``except NotFound``
-whatever service answered.
+whatever service answered. Every HTTP door (the router's V2 REST and OpenAI-compatible API, an
+MLServer-hosted node's REST) answers the status :func:`http_status` gives for the code.
 """
 
 from __future__ import annotations
@@ -84,6 +86,33 @@ _BY_CODE: dict[grpc.StatusCode, type[RagraphError]] = {
         FailedPrecondition,
     )
 }
+
+
+# gRPC code -> HTTP status, for every HTTP door; anything not here is 500. The mapping of
+# google.rpc.Code (and grpc-gateway): FAILED_PRECONDITION is 400 (the request cannot be served
+# as things stand, and retrying it will not help), CANCELLED is 499 (nginx's "client closed
+# request").
+HTTP_STATUS: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+# HTTP status a peer answered -> gRPC code: the inverse of HTTP_STATUS (400 is INVALID_ARGUMENT),
+# and 422, which MLServer answers for FAILED_PRECONDITION (its own errors, e.g. an invalid model URI)
+GRPC_CODE: dict[int, grpc.StatusCode] = {
+    **{status: code for code, status in HTTP_STATUS.items() if code != grpc.StatusCode.FAILED_PRECONDITION},
+    422: grpc.StatusCode.FAILED_PRECONDITION,
+}
+
+
+def http_status(code: grpc.StatusCode) -> int:
+    """The HTTP status an HTTP door answers for a gRPC code (500 for one not in :data:`HTTP_STATUS`)."""
+    return HTTP_STATUS.get(code, 500)
 
 
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:

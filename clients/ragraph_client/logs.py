@@ -3,7 +3,8 @@ request id of the call being served (``request_id`` context variable), so one id
 followed from the router through the encoder and the LLM.
 
 The router sets the id from the V2 request (or makes one) and sends it to every node as the V2
-request ``id`` and as ``x-request-id`` metadata; the nodes set it again from either.
+request ``id`` and as ``x-request-id`` metadata (``headers.REQUEST_ID_HEADER``); the nodes set it
+again from either.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import uuid
 from collections.abc import Iterable
 
 from .errors import InvalidArgument
+from .headers import REQUEST_ID_HEADER as REQUEST_ID_HEADER  # re-exported for modules that import it from here
 
-REQUEST_ID_HEADER = "x-request-id"
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("ragraph_request_id", default=None)
 
 MAX_REQUEST_ID_CHARS = 128

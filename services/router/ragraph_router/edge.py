@@ -23,6 +23,7 @@ from ragraph_client.errors import (
     Unauthenticated,
     Unavailable,
 )
+from ragraph_client.headers import REQUEST_ID_HEADER
 from ragraph_client.tensors import InferRequest, InferResponse
 
 from . import rag_io
@@ -78,8 +79,8 @@ class Edge:
         """The request's id: the V2 ``id``, else the ``x-request-id`` header, else a new one. A
         given one that is not a valid id (``logs.check_request_id``) is never used: a new id
         comes back with the error, for the caller to raise once the key is checked."""
-        header = headers.get(logs.REQUEST_ID_HEADER) or ""
-        for value, name in ((given, "id"), (header, f"header {logs.REQUEST_ID_HEADER}")):
+        header = headers.get(REQUEST_ID_HEADER) or ""
+        for value, name in ((given, "id"), (header, f"header {REQUEST_ID_HEADER}")):
             if value:
                 try:
                     logs.check_request_id(value, name)

@@ -17,7 +17,8 @@ from typing import Any
 import grpc
 from aiohttp import web
 from ragraph_client import logs
-from ragraph_client.errors import RagraphError
+from ragraph_client.errors import RagraphError, http_status
+from ragraph_client.headers import REQUEST_ID_HEADER
 from ragraph_client.tensors import InferResponse
 
 from . import openai_io, openai_out, rest_io
@@ -29,21 +30,10 @@ from .openai_llm import LlmModel
 log = logging.getLogger("ragraph.router.openai")
 Reader = Callable[[dict[str, Any]], openai_io.ChatRequest]
 
-REQUEST_ID_HEADER = "x-request-id"
 SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
     "Cache-Control": "no-cache",
     "X-Accel-Buffering": "no",
-}
-# gRPC code -> the HTTP status OpenAI clients expect; anything else is 500
-_STATUS = {
-    grpc.StatusCode.INVALID_ARGUMENT: 400,
-    grpc.StatusCode.FAILED_PRECONDITION: 400,
-    grpc.StatusCode.UNAUTHENTICATED: 401,
-    grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
-    grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
 
 
@@ -61,7 +51,7 @@ def _as_ragraph(exc: Exception) -> RagraphError:
 
 def error_response(exc: Exception, request_id: str) -> web.Response:
     error = _as_ragraph(exc)
-    status = _STATUS.get(error.code, 500)
+    status = http_status(error.code)
     headers = {REQUEST_ID_HEADER: request_id}
     wait = retry_after(exc)
     if wait is not None:
@@ -251,7 +241,7 @@ class OpenAIApi:
                     break
                 except Exception as exc:  # noqa: BLE001 - the status line is sent: report in band
                     error = _as_ragraph(exc)
-                    await response.write(_sse(openai_out.error_body(error, _STATUS.get(error.code, 500))))
+                    await response.write(_sse(openai_out.error_body(error, http_status(error.code))))
                     return
             if isinstance(event, DeltaEvent):
                 await response.write(_sse(openai_out.delta_chunk(chat, request_id, event.text)))

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 from ragraph_client.errors import NotFound
-from ragraph_client.logs import REQUEST_ID_HEADER
+from ragraph_client.headers import REQUEST_ID_HEADER
 from ragraph_retrieval.tokens import TokenCounter, encoder_counter
 
 from .edge import Edge

@@ -10,7 +10,7 @@ import json
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
-from ragraph_client.logs import REQUEST_ID_HEADER
+from ragraph_client.headers import REQUEST_ID_HEADER
 
 from . import parameters
 from .edge import Edge

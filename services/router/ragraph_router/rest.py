@@ -2,7 +2,8 @@
 metadata and infer, and Triton's generate extension (``generate``, ``generate_stream`` as
 Server-Sent Events). Everything around the graph (keys, rate limits, request id, tracing,
 metrics) is the :class:`Edge`'s; JSON shaping is ``rest_io``'s; gRPC codes become HTTP
-statuses in one table, :data:`HTTP_STATUS`. See docs/operations.md, "REST + SSE"."""
+statuses by ragraph's one table (``ragraph_client.errors.HTTP_STATUS``). See
+docs/operations.md, "REST + SSE"."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from typing import Any
 import grpc
 from aiohttp import web
 from ragraph_client import logs
-from ragraph_client.errors import InvalidArgument, RagraphError
+from ragraph_client.errors import InvalidArgument, RagraphError, http_status
+from ragraph_client.headers import REQUEST_ID_HEADER
 from ragraph_client.tensors import InferRequest, InferResponse
 
 from . import rag_io, rest_io
@@ -28,20 +30,7 @@ from .settings import RouterSettings
 
 log = logging.getLogger("ragraph.router.rest")
 
-# gRPC status code -> HTTP status; anything not here is 500
-HTTP_STATUS: dict[grpc.StatusCode, int] = {
-    grpc.StatusCode.INVALID_ARGUMENT: 400,
-    grpc.StatusCode.FAILED_PRECONDITION: 400,
-    grpc.StatusCode.UNAUTHENTICATED: 401,
-    grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
-    grpc.StatusCode.CANCELLED: 499,
-    grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
-}
-
 TIMEOUT_HEADER = "x-request-timeout-ms"
-REQUEST_ID_HEADER = "x-request-id"
 SHUTDOWN_GRACE_S = 5.0
 SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
@@ -60,10 +49,6 @@ class Door:
     headers: dict[str, str]
     remaining: float | None
     method: str
-
-
-def http_status(code: grpc.StatusCode) -> int:
-    return HTTP_STATUS.get(code, 500)
 
 
 class _Failed(Exception):
