@@ -46,7 +46,8 @@ def test_one_request_id_header() -> None:
 
 
 def test_the_client_errors_do_not_import_mlserver() -> None:
-    code = "import sys, ragraph_client.errors, ragraph_client.headers, ragraph_client.logs; print('mlserver' in sys.modules)"
+    code = "import sys, ragraph_client.errors, ragraph_client.headers, ragraph_client.logs\n"
+    code += "print('mlserver' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
