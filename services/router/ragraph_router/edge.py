@@ -1,6 +1,8 @@
-"""What every front door of the router (the gRPC servicer, the REST gateway) does around the
-graph, in one place: check the API key and the rate limits, give the request an id, open its
-trace, run the graph, measure it, and charge the tokens it generated to the caller's key.
+"""What every front door of the router (the gRPC servicer, the REST gateway, the OpenAI-compatible
+API) does around the graph, in one place: check the API key and the rate limits, give the request
+an id, open its trace, run the graph, measure it, and charge the tokens it generated to the
+caller's key. :meth:`Edge.call`, :meth:`Edge.admit` and :meth:`Edge.slot` are those steps for a
+call that runs something else (the OpenAI API's calls to one node, ``openai_edge``).
 
 Doors convert their wire format to an :class:`InferRequest` and back; errors come out as
 :class:`RagraphError` for the door to map (``retry_after_s`` on rate-limit errors)."""
@@ -11,7 +13,9 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from ragraph_client import logs
@@ -53,6 +57,17 @@ class Overloaded(ResourceExhausted):
         )
 
 
+@dataclass
+class Call:
+    """One request through the edge (:meth:`Edge.call`)."""
+
+    request_id: str
+    span: Any  # the request's span, None when tracing is off
+    started: float  # time.perf_counter() when it came in
+    principal: Principal | None = None  # the caller, once admitted
+    tokens: int = 0  # generated tokens not yet charged: charged to the caller's key when the call ends
+
+
 def code_name(exc: BaseException) -> str:
     """The gRPC status code name an exception leaves the router with."""
     if isinstance(exc, RagraphError):
@@ -90,7 +105,7 @@ class Edge:
 
     def refused(self, method: str, exc: BaseException, started: float) -> None:
         """Count a request that a door refused before the graph could run (the REST gateway's
-        key check and body reading), as :meth:`_events` counts the others."""
+        key check and body reading), as :meth:`call` counts the others."""
         code = code_name(exc)
         if code == "INTERNAL":
             log.error("request refused by our bug", exc_info=exc)
@@ -109,9 +124,12 @@ class Edge:
             raise NotFound(f"unknown model '{name}': this router serves '{self.model}'")
         rag_io.check_version(name, version)
 
-    async def _admit(self, request: InferRequest, headers: Mapping[str, str]) -> Principal:
+    async def admit(self, headers: Mapping[str, str], model: str | None = None, version: str = "") -> Principal:
+        """The caller, let in: its key checked, the model (when named) checked, and a request
+        taken from its rate limits (a refusal counted)."""
         principal = self.authenticate(headers)
-        self.check_model(request.model_name, request.model_version)
+        if model is not None:
+            self.check_model(model, version)
         try:
             await self.gate.admit(principal)
         except ResourceExhausted as exc:
@@ -119,71 +137,94 @@ class Edge:
             raise
         return principal
 
-    def _enter(self) -> None:
-        """Take an in-flight slot, or refuse before any node is called."""
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Inside: an in-flight slot, taken (or the request refused before any node is called)
+        and given back."""
         if self.max_inflight and self.inflight >= self.max_inflight:
             self.metrics.overloaded.inc()
             raise Overloaded(self.max_inflight)
         self.inflight += 1
         self.metrics.inflight_requests.set(self.inflight)
+        try:
+            yield
+        finally:
+            self.inflight -= 1
+            self.metrics.inflight_requests.set(self.inflight)
 
-    def _leave(self) -> None:
-        self.inflight -= 1
-        self.metrics.inflight_requests.set(self.inflight)
+    async def charge(self, principal: Principal, tokens: int) -> None:
+        """Charge generated tokens to the caller's key; a limits-backend blip is logged, not
+        raised (the answer is already out)."""
+        try:
+            await self.gate.charge(principal, tokens)
+        except Unavailable as exc:
+            log.warning("could not charge %d tokens to key %s: %s", tokens, principal.key_id, exc.message)
 
-    # --- running the graph ----------------------------------------------------------------------
-
-    async def _events(
-        self, request: InferRequest, headers: Mapping[str, str], remaining: float | None, method: str, streaming: bool
-    ) -> AsyncGenerator[Event, None]:
+    @asynccontextmanager
+    async def call(
+        self,
+        request_id: str,
+        headers: Mapping[str, str],
+        method: str,
+        span_name: str | None = None,
+        streaming: bool = False,
+    ) -> AsyncIterator[Call]:
+        """One request through the edge, whatever it runs: its log id and trace span, and when it
+        ends, ``call.tokens`` charged to ``call.principal`` (the caller once :meth:`admit` let it
+        in), the request counted and timed under ``method`` with the code it ended with (our
+        bugs logged), and the span closed. ``span_name``: ``method`` when not given."""
         started = time.perf_counter()
-        request.id, bad_id = self.identify(request.id, headers)
-        logs.request_id.set(request.id)
-        span = self.tracing.start(f"{self.model} {method}", headers=headers, attrs={"ragraph.request_id": request.id})
+        logs.request_id.set(request_id)
+        span = self.tracing.start(span_name or method, headers=headers, attrs={"ragraph.request_id": request_id})
+        call = Call(request_id, span, started)
         code = "OK"
-        principal: Principal | None = None
-        deltas, charged, running = 0, False, False
         if streaming:
             self.metrics.inflight_streams.inc()
         try:
-            principal = await self._admit(request, headers)
-            if bad_id is not None:
-                raise bad_id
-            rag = rag_io.read_request(request, self.service.settings, self.service.forwarded)
-            rag.trace = span
-            self._enter()
-            running = True
-            first: float | None = None
-            async for event in self.service.stream(rag, remaining):
-                if isinstance(event, DeltaEvent):
-                    deltas += 1
-                    if first is None:
-                        first = time.perf_counter()
-                        self.metrics.ttft.observe(first - started)
-                if isinstance(event, FinalEvent):
-                    charged = True
-                    await self._account(principal, event, first)
-                yield event
+            yield call
         except BaseException as exc:
             code = code_name(exc)
             if code == "INTERNAL":
-                log.error("request %s failed with our bug", request.id, exc_info=exc)
+                log.error("request %s failed with our bug", request_id, exc_info=exc)
             if span is not None:
                 fail(span, exc)
             raise
         finally:
-            if running:
-                self._leave()
-            if principal is not None and deltas and not charged:
-                # the stream ended early (caller gone, node failed): the final count never came;
-                # each delta is at least one generated token, so charge that much
-                await self._charge(principal, deltas)
+            if call.principal is not None and call.tokens > 0:
+                await self.charge(call.principal, call.tokens)
             if streaming:
                 self.metrics.inflight_streams.dec()
             self.metrics.requests.labels(method, code).inc()
             self.metrics.request_seconds.labels(method).observe(time.perf_counter() - started)
             if span is not None:
                 span.end()
+
+    # --- running the graph ----------------------------------------------------------------------
+
+    async def _events(
+        self, request: InferRequest, headers: Mapping[str, str], remaining: float | None, method: str, streaming: bool
+    ) -> AsyncGenerator[Event, None]:
+        request.id, bad_id = self.identify(request.id, headers)
+        async with self.call(request.id, headers, method, f"{self.model} {method}", streaming) as call:
+            call.principal = await self.admit(headers, request.model_name, request.model_version)
+            if bad_id is not None:
+                raise bad_id
+            rag = rag_io.read_request(request, self.service.settings, self.service.forwarded)
+            rag.trace = call.span
+            async with self.slot():
+                first: float | None = None
+                async for event in self.service.stream(rag, remaining):
+                    if isinstance(event, DeltaEvent):
+                        # should the stream end early (caller gone, node failed), the final count
+                        # never comes: each delta is at least one generated token, charged at the end
+                        call.tokens += 1
+                        if first is None:
+                            first = time.perf_counter()
+                            self.metrics.ttft.observe(first - call.started)
+                    if isinstance(event, FinalEvent):
+                        call.tokens = 0
+                        await self._account(call.principal, event, first)
+                    yield event
 
     async def _account(self, principal: Principal, final: FinalEvent, first: float | None) -> None:
         tokens = int(final.parameters.get("completion_tokens", 0) or 0)
@@ -194,13 +235,7 @@ class Edge:
             elapsed = time.perf_counter() - first
             if elapsed > 0:
                 self.metrics.tokens_per_second.observe((tokens - 1) / elapsed)
-        await self._charge(principal, tokens)
-
-    async def _charge(self, principal: Principal, tokens: int) -> None:
-        try:
-            await self.gate.charge(principal, tokens)
-        except Unavailable as exc:  # the answer is already out: a limits-backend blip must not fail it
-            log.warning("could not charge %d tokens to key %s: %s", tokens, principal.key_id, exc.message)
+        await self.charge(principal, tokens)
 
     async def infer(
         self, request: InferRequest, headers: Mapping[str, str], remaining: float | None, method: str
