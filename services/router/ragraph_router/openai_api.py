@@ -7,7 +7,7 @@ answer starts is a plain error response, never a 200 and then an error. JSON sha
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import json
 import logging
 import time
@@ -21,7 +21,7 @@ from ragraph_client.errors import RagraphError, http_status
 from ragraph_client.headers import REQUEST_ID_HEADER
 from ragraph_client.tensors import InferResponse
 
-from . import openai_io, openai_out, rest_io
+from . import openai_io, openai_out, rest_io, sse
 from .edge import Edge, retry_after
 from .events import DeltaEvent, Event, FinalEvent, SourcesEvent
 from .openai_embed import Embeddings
@@ -29,12 +29,6 @@ from .openai_llm import LlmModel
 
 log = logging.getLogger("ragraph.router.openai")
 Reader = Callable[[dict[str, Any]], openai_io.ChatRequest]
-
-SSE_HEADERS = {
-    "Content-Type": "text/event-stream; charset=utf-8",
-    "Cache-Control": "no-cache",
-    "X-Accel-Buffering": "no",
-}
 
 
 def _lower(headers: Mapping[str, str]) -> dict[str, str]:
@@ -58,10 +52,6 @@ def error_response(exc: Exception, request_id: str) -> web.Response:
         headers["Retry-After"] = wait
     body = rest_io.dumps(openai_out.error_body(error, status))
     return web.Response(body=body, status=status, headers=headers, content_type="application/json")
-
-
-def _sse(data: Any) -> bytes:
-    return b"data: " + rest_io.dumps(data) + b"\n\n"
 
 
 class OpenAIApi:
@@ -201,57 +191,51 @@ class OpenAIApi:
     async def _stream(
         self, request: web.Request, chat: openai_io.ChatRequest, request_id: str, events: AsyncGenerator[Event, None]
     ) -> web.StreamResponse:
-        try:
-            try:
-                head = await _head(events)
-            except Exception as exc:  # noqa: BLE001 - nothing sent yet: a plain error response
-                return error_response(exc, request_id)
-            response = web.StreamResponse(headers={**SSE_HEADERS, REQUEST_ID_HEADER: request_id})
-            await response.prepare(request)
-            try:
-                await self._pump(response, chat, request_id, head, events)
-            except ConnectionResetError:
-                log.info("OpenAI stream %s: client disconnected", request_id)
-            except asyncio.CancelledError:
-                log.info("OpenAI stream %s: client disconnected", request_id)
-                raise
-            return response
-        finally:
-            await events.aclose()  # stops the graph, and the LLM call, if still running
+        return await sse.respond(
+            request,
+            events,
+            request_id,
+            is_sources=lambda event: isinstance(event, SourcesEvent),
+            refuse=lambda exc: error_response(exc, request_id),  # nothing sent yet: a plain error response
+            pump=functools.partial(self._pump, chat, request_id),
+            log=log,
+            name="OpenAI",
+        )
 
     async def _pump(
         self,
-        response: web.StreamResponse,
         chat: openai_io.ChatRequest,
         request_id: str,
+        response: web.StreamResponse,
         head: list[Event],
         events: AsyncIterator[Event],
     ) -> None:
+        """The first chunk (with the sources), a chunk per text delta, the last one (with the
+        finish reason, and the usage when asked for), then ``[DONE]``."""
         sources = next((e.sources for e in head if isinstance(e, SourcesEvent)), [])
-        await response.write(_sse(openai_out.first_chunk(chat, request_id, [s.as_json() for s in sources])))
-        pending = [e for e in head if not isinstance(e, SourcesEvent)]
-        while True:
-            event: Event
-            if pending:
-                event = pending.pop(0)
-            else:
-                try:
-                    event = await anext(events)
-                except StopAsyncIteration:
-                    break
-                except Exception as exc:  # noqa: BLE001 - the status line is sent: report in band
-                    error = _as_ragraph(exc)
-                    await response.write(_sse(openai_out.error_body(error, http_status(error.code))))
-                    return
+        await response.write(sse.frame(openai_out.first_chunk(chat, request_id, [s.as_json() for s in sources])))
+        pending: list[Event] = [e for e in head if not isinstance(e, SourcesEvent)]
+
+        def frames(event: Event) -> list[bytes]:
             if isinstance(event, DeltaEvent):
-                await response.write(_sse(openai_out.delta_chunk(chat, request_id, event.text)))
-            elif isinstance(event, FinalEvent):
+                return [sse.frame(openai_out.delta_chunk(chat, request_id, event.text))]
+            if isinstance(event, FinalEvent):
                 reason = openai_out.finish_reason(event.parameters.get("finish_reason"))
-                await response.write(_sse(openai_out.delta_chunk(chat, request_id, None, reason)))
+                out = [sse.frame(openai_out.delta_chunk(chat, request_id, None, reason))]
                 if chat.include_usage:
-                    await response.write(_sse(openai_out.usage_chunk(chat, request_id, event.parameters)))
-        await response.write(b"data: [DONE]\n\n")
-        await response.write_eof()
+                    out.append(sse.frame(openai_out.usage_chunk(chat, request_id, event.parameters)))
+                return out
+            return []
+
+        if await sse.relay(response, pending, events, frames, _error_frame):
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+
+
+def _error_frame(exc: Exception) -> bytes:
+    """An error after the status line: OpenAI's error object as a ``data:`` event."""
+    error = _as_ragraph(exc)
+    return sse.frame(openai_out.error_body(error, http_status(error.code)))
 
 
 def _dumps(data: Any) -> str:
@@ -264,14 +248,3 @@ async def _events(stream: AsyncGenerator[tuple[Event, InferResponse | None], Non
             yield event
     finally:
         await stream.aclose()
-
-
-async def _head(events: AsyncIterator[Event]) -> list[Event]:
-    """The events up to and including the first that is not the sources: the status line waits
-    for it, so that a refusal before the answer starts is a plain error response."""
-    head: list[Event] = []
-    async for event in events:
-        head.append(event)
-        if not isinstance(event, SourcesEvent):
-            break
-    return head

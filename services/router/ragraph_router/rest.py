@@ -7,7 +7,6 @@ docs/operations.md, "REST + SSE"."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
 import time
@@ -22,7 +21,7 @@ from ragraph_client.errors import InvalidArgument, RagraphError, http_status
 from ragraph_client.headers import REQUEST_ID_HEADER
 from ragraph_client.tensors import InferRequest, InferResponse
 
-from . import rag_io, rest_io
+from . import rag_io, rest_io, sse
 from .edge import Edge, retry_after
 from .events import Event, SourcesEvent
 from .openai_api import OpenAIApi
@@ -32,11 +31,6 @@ log = logging.getLogger("ragraph.router.rest")
 
 TIMEOUT_HEADER = "x-request-timeout-ms"
 SHUTDOWN_GRACE_S = 5.0
-SSE_HEADERS = {
-    "Content-Type": "text/event-stream; charset=utf-8",
-    "Cache-Control": "no-cache",
-    "X-Accel-Buffering": "no",  # nginx: pass events through as they come
-}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Builder = Callable[[dict[str, Any], list[str]], InferRequest]
@@ -85,11 +79,6 @@ def _remaining(headers: dict[str, str]) -> float | None:
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(body=rest_io.dumps(data), status=status, headers=headers, content_type="application/json")
-
-
-def _sse(data: Any, event: str | None = None) -> bytes:
-    head = f"event: {event}\n".encode() if event else b""
-    return head + b"data: " + rest_io.dumps(data) + b"\n\n"
 
 
 def _error_parts(exc: Exception, logged: bool) -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -274,54 +263,38 @@ class RestGateway:
         its own status. An error after that is an ``event: error`` frame, and the stream ends."""
         infer_request, door = await self._read(request, "RestGenerateStream", self._generate_body)
         events = self.edge.stream(infer_request, door.headers, door.remaining, door.method)
-        try:
-            try:
-                head = await _head(events)
-            except Exception as exc:  # noqa: BLE001 - mapped by _errors
-                raise _Failed(exc, infer_request.id) from exc
-            response = web.StreamResponse(headers={**SSE_HEADERS, REQUEST_ID_HEADER: infer_request.id})
-            await response.prepare(request)
-            try:
-                await self._pump(response, head, events)
-            except ConnectionResetError:  # the client went away while we wrote
-                log.info("REST stream %s: client disconnected", infer_request.id)
-            except asyncio.CancelledError:  # ... or while we waited (handler_cancellation)
-                log.info("REST stream %s: client disconnected", infer_request.id)
-                raise
-            return response
-        finally:
-            await events.aclose()  # stops the graph, and the LLM call, if still running
 
-    async def _pump(
-        self,
-        response: web.StreamResponse,
-        head: list[tuple[Event, InferResponse | None]],
-        events: AsyncIterator[tuple[Event, InferResponse | None]],
-    ) -> None:
-        for _, message in head:
-            if message is not None:
-                await response.write(_sse(rest_io.write_generate(message)))
-        while True:
-            try:
-                _, message = await anext(events)
-            except StopAsyncIteration:
-                break
-            except Exception as exc:  # noqa: BLE001 - the status line is sent: report in band
-                _, body, _ = _error_parts(exc, logged=True)
-                await response.write(_sse(body, event="error"))
-                return
-            if message is not None:
-                await response.write(_sse(rest_io.write_generate(message)))
+        def refuse(exc: Exception) -> web.StreamResponse:
+            raise _Failed(exc, infer_request.id) from exc  # mapped by _errors
+
+        return await sse.respond(
+            request,
+            events,
+            infer_request.id,
+            is_sources=lambda item: isinstance(item[0], SourcesEvent),
+            refuse=refuse,
+            pump=_pump,
+            log=log,
+            name="REST",
+        )
+
+
+async def _pump(
+    response: web.StreamResponse,
+    head: list[tuple[Event, InferResponse | None]],
+    events: AsyncIterator[tuple[Event, InferResponse | None]],
+) -> None:
+    """Each message as a ``data:`` event, then the end of the stream."""
+    if await sse.relay(response, head, events, _frames, _error_frame):
         await response.write_eof()
 
 
-async def _head(
-    events: AsyncIterator[tuple[Event, InferResponse | None]],
-) -> list[tuple[Event, InferResponse | None]]:
-    """The stream's messages up to and including the first that is not the sources."""
-    head: list[tuple[Event, InferResponse | None]] = []
-    async for item in events:
-        head.append(item)
-        if not isinstance(item[0], SourcesEvent):
-            break
-    return head
+def _frames(item: tuple[Event, InferResponse | None]) -> list[bytes]:
+    """A message's event; none for an event whose output the request did not ask for."""
+    _, message = item
+    return [] if message is None else [sse.frame(rest_io.write_generate(message))]
+
+
+def _error_frame(exc: Exception) -> bytes:
+    _, body, _ = _error_parts(exc, logged=True)
+    return sse.frame(body, event="error")
