@@ -15,6 +15,7 @@ import threading
 
 import numpy as np
 from ragraph_serving.batcher import MicroBatcher, Priority
+from ragraph_serving.device import pick_device
 from ragraph_serving.packed import pack_linears
 
 from .bundled import resolve_model
@@ -23,20 +24,12 @@ from .settings import EncoderSettings
 log = logging.getLogger("ragraph.encoder")
 
 
-def pick_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 class Encoder:
     def __init__(self, settings: EncoderSettings) -> None:
         from sentence_transformers import SentenceTransformer
 
         self.ref = settings.model
-        self.device = pick_device(settings.device)
+        self.device = str(pick_device(settings.device))
         path = resolve_model(settings.model)
         log.info("loading encoder %s from %s on %s", settings.model, path, self.device)
         self.model = SentenceTransformer(path, device=self.device)
@@ -125,7 +118,7 @@ _SHARED: dict[tuple[str, str], Encoder] = {}
 
 
 def shared_encoder(settings: EncoderSettings) -> Encoder:
-    key = (settings.model, pick_device(settings.device))
+    key = (settings.model, str(pick_device(settings.device)))
     if key not in _SHARED:
         _SHARED[key] = Encoder(settings)
     return _SHARED[key]

@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 from ragraph_client import jsontext
-from ragraph_client.errors import FailedPrecondition, InvalidArgument
+from ragraph_client.errors import InvalidArgument
+from ragraph_serving.device import pick_device
 from ragraph_serving.packed import pack_linears
 
 from .gguf import default_cache_dir, find_gguf, load_gguf
@@ -21,14 +22,6 @@ log = logging.getLogger("ragraph.llm")
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _ROLES = {"system", "user", "assistant", "tool"}
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise FailedPrecondition(f"device '{name}' was asked for but torch sees no CUDA device")
-    return torch.device(name)
 
 
 def pick_dtype(name: str, device: torch.device) -> torch.dtype:
