@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from ragraph_client import jsontext
 from ragraph_client.errors import InvalidArgument
 from ragraph_serving.device import pick_device
 from ragraph_serving.packed import pack_linears
@@ -21,7 +20,6 @@ from .sources import AUTO, ModelSourceError, resolve_auto
 log = logging.getLogger("ragraph.llm")
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_ROLES = {"system", "user", "assistant", "tool"}
 
 
 def pick_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -161,26 +159,3 @@ class LanguageModel:
         if not ids:
             raise InvalidArgument("input 'prompt' is empty once tokenized")
         return Prompt(ids, used, truncated)
-
-
-def read_messages(raw: str) -> list[dict[str, str]]:
-    """The ``messages`` input: a JSON list of {role, content}."""
-    value = jsontext.loads(raw, "input 'messages'")  # depth and surrogates checked, as for every caller JSON
-    if not isinstance(value, list) or not value:
-        raise InvalidArgument("input 'messages' must be a non-empty JSON list of {role, content} objects")
-    out = []
-    for i, item in enumerate(value):
-        if not isinstance(item, dict) or not isinstance(item.get("role"), str) or "content" not in item:
-            raise InvalidArgument(f"input 'messages': element {i} must be an object with 'role' and 'content'")
-        if item["role"] not in _ROLES:
-            raise InvalidArgument(f"input 'messages': element {i} has unknown role '{item['role']}'")
-        if not isinstance(item["content"], str):
-            raise InvalidArgument(f"input 'messages': element {i} has non-string 'content'")
-        out.append({"role": item["role"], "content": item["content"]})
-    return out
-
-
-def read_passages(value: Any) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
-        raise InvalidArgument("parameter 'context' must be a JSON list of strings")
-    return list(value)

@@ -1,5 +1,5 @@
-"""Generation parameters of one request (read and validated from V2 request parameters) and
-choosing the next token from a row of logits.
+"""Generation parameters of one request (read and validated from V2 request parameters by
+:mod:`ragraph_llm.llm_io`) and choosing the next token from a row of logits.
 
 Two penalties act on the tokens the request has generated so far (not on its prompt: an answer may
 copy the passages it was given): ``repetition_penalty`` divides a positive logit of every token
@@ -10,19 +10,12 @@ generated (0 is off). Both apply before greedy choice and before sampling."""
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
-from ragraph_client.errors import InvalidArgument
-from ragraph_client.params import get_float, get_int, get_json
-
-from .settings import LLMSettings
 
 MIN_TEMPERATURE = 1e-4  # below this, logits / temperature overflows float32: treated as greedy
-MAX_REPETITION_PENALTY = 10.0
-MAX_NO_REPEAT_NGRAM = 64
 
 
 @dataclass
@@ -44,71 +37,6 @@ class SamplingParams:
     def penalized(self) -> bool:
         """Whether the next token depends on the tokens generated so far (not only the logits)."""
         return self.repetition_penalty != 1.0 or self.no_repeat_ngram_size > 0
-
-
-SAMPLING_PARAMETERS = (
-    "max_tokens",
-    "temperature",
-    "top_p",
-    "top_k",
-    "stop",
-    "seed",
-    "repetition_penalty",
-    "no_repeat_ngram_size",
-)
-
-
-def read_sampling(params: Mapping[str, Any], settings: LLMSettings) -> SamplingParams:
-    """Validate ``max_tokens``, ``temperature``, ``top_p``, ``top_k``, ``stop``, ``seed``,
-    ``repetition_penalty`` and ``no_repeat_ngram_size``.
-    Numbers may arrive as int64 or string params. MLServer 1.7.1's gRPC InferParameter has no
-    double_param: a float sent that way (tritonclient's default) is dropped before it gets here,
-    so clients send floats as strings (ragraph_client: ``float_params="string"``)."""
-    max_tokens = get_int(params, "max_tokens", settings.default_max_tokens)
-    assert max_tokens is not None
-    if max_tokens < 1:
-        raise InvalidArgument(f"parameter 'max_tokens' must be at least 1, got {max_tokens}")
-    if max_tokens > settings.max_tokens_limit:
-        raise InvalidArgument(
-            f"parameter 'max_tokens' is {max_tokens}, more than this server's limit of {settings.max_tokens_limit}"
-        )
-    temperature = get_float(params, "temperature", settings.default_temperature)
-    assert temperature is not None
-    if not temperature >= 0.0 or temperature == float("inf"):
-        raise InvalidArgument(f"parameter 'temperature' must be a finite number >= 0, got {temperature}")
-    top_p = get_float(params, "top_p", 1.0)
-    assert top_p is not None
-    if not 0.0 < top_p <= 1.0:
-        raise InvalidArgument(f"parameter 'top_p' must be in (0, 1], got {top_p}")
-    top_k = get_int(params, "top_k", 0)
-    assert top_k is not None
-    if top_k < 0:
-        raise InvalidArgument(f"parameter 'top_k' must be >= 0 (0 = off), got {top_k}")
-    stop = get_json(params, "stop", [])
-    if isinstance(stop, str):
-        stop = [stop]
-    if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
-        raise InvalidArgument("parameter 'stop' must be a JSON list of strings")
-    if any(s == "" for s in stop):
-        raise InvalidArgument("parameter 'stop' holds an empty string")
-    if len(stop) > 16:
-        raise InvalidArgument(f"parameter 'stop' holds {len(stop)} strings, more than the limit of 16")
-    seed = get_int(params, "seed", None)
-    if seed is not None and not 0 <= seed < 2**63:
-        raise InvalidArgument(f"parameter 'seed' must be in [0, 2**63), got {seed}")
-    penalty = get_float(params, "repetition_penalty", 1.0)
-    assert penalty is not None
-    if not 0.0 < penalty <= MAX_REPETITION_PENALTY:
-        raise InvalidArgument(
-            f"parameter 'repetition_penalty' must be in (0, {MAX_REPETITION_PENALTY:g}] (1 = off), got {penalty}"
-        )
-    ngram = get_int(params, "no_repeat_ngram_size", 0)
-    assert ngram is not None
-    if not 0 <= ngram <= MAX_NO_REPEAT_NGRAM:
-        raise InvalidArgument(
-            f"parameter 'no_repeat_ngram_size' must be in [0, {MAX_NO_REPEAT_NGRAM}] (0 = off), got {ngram}"
-        )
-    return SamplingParams(max_tokens, temperature, top_p, top_k, stop, seed, penalty, ngram)
 
 
 def make_generator(params: SamplingParams, device: torch.device) -> torch.Generator | None:
