@@ -58,7 +58,7 @@ def time_steps() -> dict[str, list[float]]:
 async def run(
     engine: Any, ids: list[list[int]], streams: int, rounds: int, ramp: float, tokens: int
 ) -> tuple[float, float]:
-    from ragraph_llm.sampling import SamplingParams
+    from ragraph_llm.engine import SamplingParams
 
     ttfts: list[float] = []
     first_done = asyncio.Event()

@@ -20,9 +20,8 @@ from ragraph_client.errors import InvalidArgument
 from ragraph_client.params import check_known, get_float, get_int, get_json
 from ragraph_client.tensors import InferRequest, InferResponse, Param, Tensor, TensorSpec
 
+from .engine import Event, SamplingParams
 from .model import Prompt
-from .sampling import SamplingParams
-from .sequence import Event
 from .settings import LLMSettings
 
 INPUTS = [TensorSpec("prompt", "BYTES", [1]), TensorSpec("messages", "BYTES", [1])]

@@ -10,10 +10,9 @@ from ragraph_client.tensors import InferRequest, InferResponse
 from ragraph_serving.runtime import RagraphRuntime
 
 from . import llm_io
-from .engine import Engine
+from .engine import Engine, Event
 from .metrics import engine_metrics
 from .model import LanguageModel, Prompt
-from .sequence import Event
 from .settings import LLMSettings
 
 

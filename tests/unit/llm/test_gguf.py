@@ -23,7 +23,7 @@ from ragraph_llm.sources import ModelSourceError
 
 from tests.fixtures.servers import REPO
 from tests.fixtures.tiny_gguf import write_tiny_gguf
-from tests.unit.llm.test_engine_steps import PROMPTS, _generate, _load
+from tests.unit.llm.engine.test_engine import PROMPTS, _generate, _load
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 from ragraph_client.errors import InvalidArgument
 from ragraph_client.tensors import InferRequest, Tensor
+from ragraph_llm.engine import Event, SamplingParams
 from ragraph_llm.llm_io import MAX_NO_REPEAT_NGRAM, event_response, final_response, read_request, read_sampling
 from ragraph_llm.model import Prompt
-from ragraph_llm.sampling import SamplingParams
-from ragraph_llm.sequence import Event
 from ragraph_llm.settings import LLMSettings
 
 

@@ -1,13 +1,11 @@
 """Linear layers packed for oneDNN give the plain layers' outputs, and only plain CPU linears
-are swapped."""
+are swapped (ragraph_serving.packed, which the LLM's weights use)."""
 
 from __future__ import annotations
 
 import copy
 
-import pytest
 import torch
-from ragraph_llm.engine import Engine
 from ragraph_serving.packed import PackedLinear, pack_linears
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
@@ -52,11 +50,3 @@ def test_gpt2_keeps_its_conv1d_layers_and_packs_its_head() -> None:
         assert pack_linears(model) == 1  # lm_head; attention and MLP are transformers' Conv1D
         assert isinstance(model.lm_head, PackedLinear)
         assert torch.allclose(model(ids).logits, before, atol=1e-5)
-
-
-def test_a_model_that_fails_to_load_fails_the_engine_constructor() -> None:
-    def load() -> object:
-        raise OSError("no such model directory: /nowhere")
-
-    with pytest.raises(OSError, match="/nowhere"):
-        Engine(load, max_batch_size=2, max_queued=2, max_batch_time_ms=1.0)  # type: ignore[arg-type]

@@ -1,12 +1,12 @@
 """choose (the next token from a row of logits) and the penalties, from
-services/llm/ragraph_llm/sampling.py."""
+services/llm/ragraph_llm/engine/sampling.py."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from ragraph_llm.engine.sampling import SamplingParams, banned_by_ngrams, choose, make_generator, penalize
 from ragraph_llm.llm_io import read_sampling
-from ragraph_llm.sampling import SamplingParams, banned_by_ngrams, choose, make_generator, penalize
 from ragraph_llm.settings import LLMSettings
 
 CPU = torch.device("cpu")

@@ -1,12 +1,15 @@
 """The generation engine: one thread owns the model and runs an iteration-level (continuous)
 batching loop over every live request, infer and stream alike.
 
-Each step either decodes every running sequence and prefills prompt pieces in one forward pass
-(mixed steps, for models that pass a load-time check) or alternates prefill and decode steps
-(:mod:`.steps`). Finished and cancelled sequences leave the batch after the step that finished
-them, so a new request never waits for a whole batch to drain. Models whose cache cannot be
-merged (sliding-window or recurrent layers) fall back to static batches: new requests join when
-the running batch is empty. Measured in docs/benchmarks.md.
+Each step the engine's stepper (:mod:`.stepper`, chosen at load) plans what to prefill, runs one
+forward pass and hands back logits; the engine turns them into tokens and text (:mod:`.sampling`,
+:mod:`.textstream`) and events for the requests' event loops. Mixed steps decode every running
+sequence and prefill prompt pieces in one forward pass (:mod:`.mixed`, for models that pass a
+load-time check); other models alternate prefill and decode steps (:mod:`.alternating`).
+Finished and cancelled sequences leave the batch after the step that finished them, so a new
+request never waits for a whole batch to drain. Models whose cache cannot be merged
+(sliding-window or recurrent layers) fall back to static batches: new requests join when the
+running batch is empty. Measured in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import asyncio
 import collections
 import itertools
 import logging
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -25,20 +27,33 @@ from prometheus_client import CollectorRegistry
 from ragraph_client.errors import RagraphError, ResourceExhausted, Unavailable
 from ragraph_serving.batcher import GATHER_FACTOR
 
+from ..metrics import EngineMetrics
+from ..model import LanguageModel
 from . import ragged
-from .kvcache import RunningBatch
-from .metrics import EngineMetrics
-from .model import LanguageModel
+from .alternating import AlternatingStepper
+from .mixed import MixedStepper
+from .outbox import Outbox
 from .sampling import SamplingParams, choose, make_generator
-from .sequence import Event, Sequence, deliver
-from .slotcache import SlotCache
-from .steps import AlternatingSteps, MixedSteps
+from .sequence import Event, Sequence
+from .stepper import Plan, Stepper
 from .textstream import TextStream
 
 log = logging.getLogger("ragraph.llm.engine")
 
 
-class Engine(MixedSteps, AlternatingSteps):
+def pick_stepper(
+    lm: LanguageModel, mixed_steps: bool, max_batch_size: int, max_prefill_tokens: int, metrics: EngineMetrics
+) -> Stepper:
+    """Mixed steps when asked for and the model passes the load-time check, else alternating."""
+    with torch.inference_mode():
+        vocab = int(lm.model.config.get_text_config().vocab_size)
+        mixed = mixed_steps and ragged.supports_mixed_steps(lm.model, vocab)
+    ragged.switch(lm.model, mixed)
+    kind = MixedStepper if mixed else AlternatingStepper
+    return kind(lm, max_batch_size, max_prefill_tokens, metrics)
+
+
+class Engine:
     """Owns the model; ``generate`` is the asyncio face, the loop runs in its own thread.
 
     The engine thread also loads the model (``load``) and is the only thread that runs torch
@@ -47,6 +62,9 @@ class Engine(MixedSteps, AlternatingSteps):
     and each of a step's ~200 small parallel regions pays a wake-up. Measured with the bench
     model: a one-row step took 9.5 ms on an engine thread after the model had run on another
     thread, 6.2 ms when the engine thread was the only one."""
+
+    lm: LanguageModel
+    stepper: Stepper
 
     def __init__(
         self,
@@ -65,22 +83,19 @@ class Engine(MixedSteps, AlternatingSteps):
         self.metrics = metrics or EngineMetrics(CollectorRegistry())  # unexported when none is given
         self._waiting: collections.deque[Sequence] = collections.deque()
         self._running: list[Sequence] = []
-        self._batch: RunningBatch | None = None
-        self._mergeable: bool | None = None
         self._lock = threading.Condition()
         self._closed = False
         self._ids = itertools.count(1)
-        self._outbox: list[tuple[Sequence, Event]] = []  # events of the current step, engine thread only
-        if sys.getswitchinterval() > 0.001:
-            # The engine thread and the server's event loop share the GIL; at the default 5 ms
-            # switch interval each waits up to 5 ms for the other (measured: TTFT and ITL).
-            sys.setswitchinterval(0.001)
+        self._outbox = Outbox()  # events of the current step, engine thread only
         started = threading.Event()
         failure: list[BaseException] = []
 
         def run() -> None:
             try:
-                self._start(load, mixed_steps)
+                self.lm = load()
+                self.stepper = pick_stepper(
+                    self.lm, mixed_steps, self.max_batch_size, self.max_prefill_tokens, self.metrics
+                )
             except BaseException as exc:  # noqa: BLE001 - handed to the constructor's caller
                 failure.append(exc)
                 return
@@ -94,14 +109,10 @@ class Engine(MixedSteps, AlternatingSteps):
         if failure:
             raise failure[0]
 
-    def _start(self, load: Callable[[], LanguageModel], mixed_steps: bool) -> None:
-        self.lm = lm = load()
-        with torch.inference_mode():
-            vocab = int(lm.model.config.get_text_config().vocab_size)
-            self.mixed = mixed_steps and ragged.supports_mixed_steps(lm.model, vocab)
-        ragged.switch(lm.model, self.mixed)
-        self._mergeable = self.mixed or None
-        self._slots = SlotCache(self.max_batch_size, lm.device)
+    @property
+    def mixed(self) -> bool:
+        """Whether the engine takes mixed steps (chosen at load)."""
+        return self.stepper.name == "mixed"
 
     # -- asyncio side -------------------------------------------------------------------------
 
@@ -197,34 +208,20 @@ class Engine(MixedSteps, AlternatingSteps):
                 log.exception("engine step failed; failing %d running sequences", len(self._running))
                 error = exc if isinstance(exc, RagraphError) else Unavailable(f"LLM engine step failed: {exc}")
                 for seq in self._running:
-                    self._post(seq, Event("", error=error))
-                self._flush()
+                    self._outbox.post(seq, Event("", error=error))
+                self._outbox.flush()
                 with self._lock:
-                    self._running, self._batch = [], None
-                    self._slots = SlotCache(self.max_batch_size, self.lm.device)
+                    self._running = []
+                    self.stepper.reset()
                     self._gauges()
         with self._lock:
             pending = list(self._waiting) + self._running
             self._waiting.clear()
         for seq in pending:
-            self._post(seq, Event("", error=Unavailable("the LLM engine shut down before this request finished")))
-        self._flush()
-
-    def _post(self, seq: Sequence, event: Event) -> None:
-        self._outbox.append((seq, event))
-
-    def _flush(self) -> None:
-        """Hand a step's events to their consumers' event loops: one wake-up per loop and step
-        instead of one per event (each costs a syscall in this thread and a wake-up there)."""
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Callable[[Event], object], Event]]] = {}
-        for seq, event in self._outbox:
-            by_loop.setdefault(seq.loop, []).append((seq.put, event))
-        self._outbox = []
-        for loop, items in by_loop.items():
-            try:
-                loop.call_soon_threadsafe(deliver, items)
-            except RuntimeError:  # that loop is closed: nobody is left to read these events
-                pass
+            self._outbox.post(
+                seq, Event("", error=Unavailable("the LLM engine shut down before this request finished"))
+            )
+        self._outbox.flush()
 
     def _gather(self) -> None:
         """An idle engine waits while requests keep arriving (each within max_batch_time of the
@@ -240,16 +237,17 @@ class Engine(MixedSteps, AlternatingSteps):
             time.sleep(self.max_batch_time)
 
     def _step(self) -> None:
-        if self.mixed:
-            self._mixed_step(self._pieces())
-        else:
-            new = self._admit()
-            if new:
-                self._prefill(new)
-            elif self._running:
-                self._decode()
+        with self._lock:
+            plan: Plan = self.stepper.plan(self._waiting, self._running)
+        if not plan.empty:
+            step = self.stepper.run(plan, self._running)
+            if step.joined:
+                with self._lock:
+                    self._running.extend(step.joined)
+                    self._gauges()
+            self._emit(step.seqs, step.logits)
         self._reap()
-        self._flush()
+        self._outbox.flush()
 
     def _emit(self, seqs: list[Sequence], logits: torch.Tensor) -> None:
         greedy = logits.argmax(dim=-1).tolist()
@@ -263,7 +261,7 @@ class Engine(MixedSteps, AlternatingSteps):
             except Exception as exc:  # one row's sampling bug fails that request only
                 log.exception("sampling failed for sequence %d", seq.id)
                 self._count_finish(seq, "error")
-                self._post(seq, Event("", error=exc))
+                self._outbox.post(seq, Event("", error=exc))
                 continue
             seq.tokens.append(token)
             if seq.first_token_at == 0.0:
@@ -282,13 +280,13 @@ class Engine(MixedSteps, AlternatingSteps):
             elif len(seq.tokens) >= seq.params.max_tokens:
                 self._finish(seq, "length", delta)
             elif delta:
-                self._post(seq, Event(delta))
+                self._outbox.post(seq, Event(delta))
 
     def _finish(self, seq: Sequence, reason: str, text: str) -> None:
         if not seq.stream.stopped:  # EOS or length: flush text held back for a possible stop string
             text += seq.stream.finish()
         self._count_finish(seq, reason)
-        self._post(
+        self._outbox.post(
             seq,
             Event(
                 text,
@@ -300,6 +298,7 @@ class Engine(MixedSteps, AlternatingSteps):
         )
 
     def _reap(self) -> None:
+        """Finished and cancelled sequences leave the batch; the stepper frees their cache."""
         keep = [i for i, s in enumerate(self._running) if s.finish_reason is None and not s.cancelled]
         if len(keep) == len(self._running):
             return
@@ -307,12 +306,6 @@ class Engine(MixedSteps, AlternatingSteps):
             for seq in self._running:
                 if seq.cancelled and seq.finish_reason is None:
                     self._count_finish(seq, "cancelled")
-                if self.mixed and seq.finish_reason is not None:
-                    self._slots.release(seq.slot)  # a free slot: nothing is copied
+            self.stepper.release(self._running, keep)
             self._running = [self._running[i] for i in keep]
-            if not self.mixed:
-                if not keep:
-                    self._batch = None
-                elif self._batch is not None:
-                    self._batch.select(keep, trim=bool(self._mergeable))
             self._gauges()

@@ -7,8 +7,8 @@ import random
 from typing import Any
 
 import torch
-from ragraph_llm import ragged
-from ragraph_llm.slotcache import SlotCache
+from ragraph_llm.engine import ragged
+from ragraph_llm.engine.slotcache import SlotCache
 from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 
 VOCAB = 97

@@ -1,4 +1,4 @@
-"""TextStream (services/llm/ragraph_llm/textstream.py) with the tiny model's byte-level BPE tokenizer:
+"""TextStream (services/llm/ragraph_llm/engine/textstream.py) with the tiny model's byte-level BPE tokenizer:
 deltas never hold half a character, and stop strings are cut without ever leaking."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from ragraph_llm.textstream import TextStream
+from ragraph_llm.engine.textstream import TextStream
 
 from tests.fixtures.tiny_llm import build_tiny_llm
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from ragraph_llm.slotcache import SlotCache
+from ragraph_llm.engine.slotcache import SlotCache
 
 
 def _fill(cache: SlotCache, slot: int, first: int, last: int, seed: int) -> torch.Tensor:

@@ -47,8 +47,3 @@ class Sequence:
     def prompt_in(self) -> bool:
         """Whether its whole prompt is in the cache (mixed steps): it decodes from now on."""
         return self.prefilled == len(self.prompt_ids)
-
-
-def deliver(items: list[tuple[Callable[[Event], object], Event]]) -> None:
-    for put, event in items:
-        put(event)

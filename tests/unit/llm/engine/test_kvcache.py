@@ -4,7 +4,7 @@ concatenation, padding, row selection)."""
 from __future__ import annotations
 
 import torch
-from ragraph_llm.kvcache import GrowingLayer, RunningBatch, new_cache
+from ragraph_llm.engine.kvcache import GrowingLayer, RunningBatch, new_cache
 from transformers import LlamaConfig
 from transformers.cache_utils import DynamicLayer
 

@@ -8,10 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from ragraph_llm import ragged
-from ragraph_llm.engine import Engine
+from ragraph_llm.engine import Engine, SamplingParams, ragged
 from ragraph_llm.model import LanguageModel
-from ragraph_llm.sampling import SamplingParams
 from ragraph_llm.settings import LLMSettings
 
 PROMPTS = ["The printing press was invented by", "Retrieval augmented generation means", "a", "Grüße aus München"]
@@ -65,3 +63,11 @@ def test_concurrent_greedy_requests_match_generate_alone(lm: LanguageModel, mixe
     samples = {s.name: s.value for m in engine.metrics.batch_size.collect() for s in m.samples}
     steps, rows = samples["ragraph_llm_step_batch_size_count"], samples["ragraph_llm_step_batch_size_sum"]
     assert rows > 1.5 * steps, "most steps ran several sequences"
+
+
+def test_a_model_that_fails_to_load_fails_the_engine_constructor() -> None:
+    def load() -> object:
+        raise OSError("no such model directory: /nowhere")
+
+    with pytest.raises(OSError, match="/nowhere"):
+        Engine(load, max_batch_size=2, max_queued=2, max_batch_time_ms=1.0)  # type: ignore[arg-type]
