@@ -87,6 +87,7 @@ class Engine:
         self._closed = False
         self._ids = itertools.count(1)
         self._outbox = Outbox()  # events of the current step, engine thread only
+        self._planned: list[Sequence] = []  # the current step's prompts (newcomers join running in it)
         started = threading.Event()
         failure: list[BaseException] = []
 
@@ -205,9 +206,11 @@ class Engine:
                 with torch.inference_mode():
                     self._step()
             except Exception as exc:  # a model failure fails the batch, never the server
-                log.exception("engine step failed; failing %d running sequences", len(self._running))
+                running = {id(seq) for seq in self._running}
+                failed = self._running + [seq for seq in self._planned if id(seq) not in running]
+                log.exception("engine step failed; failing %d sequences", len(failed))
                 error = exc if isinstance(exc, RagraphError) else Unavailable(f"LLM engine step failed: {exc}")
-                for seq in self._running:
+                for seq in failed:
                     self._outbox.post(seq, Event("", error=error))
                 self._outbox.flush()
                 with self._lock:
@@ -237,8 +240,10 @@ class Engine:
             time.sleep(self.max_batch_time)
 
     def _step(self) -> None:
+        self._planned = []
         with self._lock:
             plan: Plan = self.stepper.plan(self._waiting, self._running)
+        self._planned = [seq for seq, _ in plan.prefill]  # failed with the running ones if the step fails
         if not plan.empty:
             step = self.stepper.run(plan, self._running)
             if step.joined:

@@ -1,5 +1,6 @@
 """The engine in process on the tiny Llama: with mixed steps and with alternating steps, every
-request of a staggered concurrent load gets the text plain ``generate`` gives it alone."""
+request of a staggered concurrent load gets the text plain ``generate`` gives it alone; a failed
+step fails its requests, the newcomers of that step included, and the engine goes on."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from ragraph_client.errors import Unavailable
 from ragraph_llm.engine import Engine, SamplingParams, ragged
+from ragraph_llm.engine.stepper import Plan, Step
 from ragraph_llm.model import LanguageModel
 from ragraph_llm.settings import LLMSettings
 
@@ -71,3 +74,26 @@ def test_a_model_that_fails_to_load_fails_the_engine_constructor() -> None:
 
     with pytest.raises(OSError, match="/nowhere"):
         Engine(load, max_batch_size=2, max_queued=2, max_batch_time_ms=1.0)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mixed", [True, False], ids=["mixed", "alternating"])
+def test_a_failed_step_fails_its_requests_and_the_engine_goes_on(lm: LanguageModel, mixed: bool) -> None:
+    prompt = lm.encode(PROMPTS[0])
+    engine = Engine(lambda: lm, max_batch_size=4, max_queued=16, max_batch_time_ms=0.0, mixed_steps=mixed)
+    run = engine.stepper.run
+
+    def broken(plan: Plan, running: list[object]) -> Step:
+        raise RuntimeError("the forward pass broke")
+
+    async def one() -> str:
+        events = [e async for e in engine.generate(prompt, SamplingParams(max_tokens=4, temperature=0))]
+        return "".join(e.text for e in events)
+
+    try:
+        engine.stepper.run = broken  # type: ignore[method-assign]
+        with pytest.raises(Unavailable, match="the forward pass broke"):
+            asyncio.run(asyncio.wait_for(one(), timeout=30))  # the step's newcomer: failed, not forgotten
+        engine.stepper.run = run  # type: ignore[method-assign]
+        assert asyncio.run(asyncio.wait_for(one(), timeout=30)) == _generate(lm, prompt, 4)
+    finally:
+        engine.close()
