@@ -11,12 +11,14 @@ namespace, the request parameters the graph forwards to its nodes (``max_tokens`
 ``temperature``, ...) and the retrieval overrides ``top_k`` and ``filter``. Tenants are kept
 apart twice: by the key, and by the store namespace (``<namespace>:<request namespace>``).
 
-Everything here is synchronous (store calls); the executor runs it in a thread.
+The store calls here are synchronous; the CACHE node runs them in a thread. Once a run that
+missed has made its answer, :meth:`SemanticCache.store_answer` decides whether it is worth serving
+again and writes it in the background, off the caller's path.
 """
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import json
 import logging
 import math
@@ -24,24 +26,29 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from ragraph_client.errors import Unavailable
 from ragraph_retrieval import filters
 from ragraph_retrieval.store import MAX_METADATA_BYTES, Match, Record, VectorStore, metadata_bytes
 
-from .graph import CacheParameters, Graph, Node
+from .cache_keys import canon, digest, graph_identity
+from .graph import Graph
+from .node_parts import CacheParameters
+from .nodes import CacheNode, CombinerNode, ModelNode
 from .prompt import Source
+
+if TYPE_CHECKING:
+    from .events import FinalEvent
+    from .values import Values
 
 log = logging.getLogger("ragraph.router")
 
-# Request parameters whose value is a number however the caller spelled it (V2 parameters may
-# carry 0.7 as a double or as the string "0.7"; MLServer sends floats as strings).
-_NUMERIC = {"max_tokens", "temperature", "top_p", "top_k_tokens", "seed"}
 PURGE_BATCH = 256  # expired rows deleted per sweep
 CANDIDATES = 32  # nearest rows a lookup reads before it falls back to a filtered query
 PURGE_EVERY_S = 60.0  # least time between two sweeps of one namespace
+MAX_WRITES = 64  # answers being written at once; past that an answer is not stored
 
 Result = Literal["hit", "miss", "expired"]
 
@@ -100,56 +107,24 @@ class Slot:
     vector: np.ndarray
 
 
-def _canon(name: str, value: Any) -> Any:
-    """A parameter value in one spelling: numbers (or numeric strings, for numeric parameters)
-    as floats, lists item by item, anything else as a string or bool."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, list | tuple):
-        return [_canon(name, v) for v in value]
-    if isinstance(value, str) and name in _NUMERIC:
-        try:
-            number = float(value)
-        except ValueError:
-            return value
-        return number if math.isfinite(number) else value
-    return str(value)
-
-
-def _digest(data: Any) -> str:
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def graph_identity(graph: Graph, node: Node) -> str:
-    """A hash of everything in the graph that shapes an answer: every node but the CACHE node
-    (its threshold and TTL decide what is served, not what is stored), plus its ``version``."""
-    params = CacheParameters.model_validate(node.parameters)
-    nodes = [n.model_dump(mode="json") for n in graph.nodes if n.type != "CACHE"]
-    return _digest({"graph": graph.name, "nodes": nodes, "version": params.version})
-
-
 class SemanticCache:
     """The cache of one CACHE node, over the store its ``endpoint.store`` names."""
 
-    def __init__(self, graph: Graph, node: Node, store: VectorStore) -> None:
+    def __init__(self, graph: Graph, node: CacheNode, store: VectorStore) -> None:
         self.node = node
         self.store = store
-        self.params = CacheParameters.model_validate(node.parameters)
+        self.params: CacheParameters = node.settings
         self.identity = graph_identity(graph, node)
-        self.forwarded = sorted({name for n in graph.nodes for name in n.forward})
+        self.forwarded = sorted({name for n in graph.of(ModelNode) for name in n.forward})
+        self.refusals = {n.name for n in graph.of(CombinerNode) if n.combine == "refusal"}
         self._purged: dict[str, float] = {}  # store namespace -> when it was last swept
         self._lock = threading.Lock()
+        self._writes: set[asyncio.Task[None]] = set()  # answers being written, off the callers' path
 
     @classmethod
     def for_graph(cls, graph: Graph, stores: Mapping[str, VectorStore]) -> SemanticCache | None:
-        node = next((n for n in graph.nodes if n.type == "CACHE"), None)
-        if node is None:
-            return None
-        assert node.endpoint and node.endpoint.store
-        return cls(graph, node, stores[node.endpoint.store])
+        node = graph.cache
+        return None if node is None else cls(graph, node, stores[node.store])
 
     # --- keys --------------------------------------------------------------------------------
 
@@ -162,11 +137,11 @@ class SemanticCache:
     ) -> str:
         """The key an answer is stored and looked up under. ``params`` are the request's
         parameters; only those some node forwards count (the others reach no model)."""
-        return _digest(
+        return digest(
             {
                 "graph": self.identity,
                 "namespace": namespace,
-                "params": {k: _canon(k, params[k]) for k in self.forwarded if k in params},
+                "params": {k: canon(k, params[k]) for k in self.forwarded if k in params},
                 "top_k": top_k,
                 "filter": filters.to_dict(filter) if filter is not None else None,
             }
@@ -180,7 +155,7 @@ class SemanticCache:
     @staticmethod
     def record_id(key: str, question: str) -> str:
         """One record per (key, question): asking again after expiry overwrites it."""
-        return _digest([key, question.strip()])[:32]
+        return digest([key, question.strip()])[:32]
 
     # --- lookups and writes ------------------------------------------------------------------
 
@@ -228,7 +203,7 @@ class SemanticCache:
         return True
 
     def save(self, slot: Slot, entry: Entry) -> None:
-        """``put`` for the executor's background writes: a failure is logged, never raised."""
+        """``put`` for the background writes: a failure is logged, never raised."""
         try:
             self.put(slot.vector, slot.key, slot.namespace, entry)
         except Exception as exc:  # noqa: BLE001 - the answer was served; only the cache misses out
@@ -249,6 +224,60 @@ class SemanticCache:
         if not expired:
             return 0
         return self.store.delete([m.id for m in expired], namespace)
+
+    # --- the answer a missed run made --------------------------------------------------------
+
+    def store_answer(self, values: Values, question: str, final: FinalEvent, request_id: str) -> None:
+        """After a miss, store the answer when it is one worth serving again; the write runs in a
+        thread and the final event goes out without waiting for it."""
+        slot = values.slot(self.node.name)
+        reason = self._finish_reason(values, final)
+        if not isinstance(slot, Slot) or not self._cacheable(values, final, reason):
+            return
+        if len(self._writes) >= MAX_WRITES:  # a slow store: shed writes, not the thread pool
+            log.warning("cache: %d writes under way, answer to request %s not stored", len(self._writes), request_id)
+            return
+        entry = Entry(question, final.answer, final.sources, final.label, reason)
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(self.save, slot, entry))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    def _cacheable(self, values: Values, final: FinalEvent, reason: str) -> bool:
+        """A normal answer: finished (stop or length), no node failed, skipped or defaulted, not
+        stopped by the output guard, not a refusal, not empty."""
+        if values.flagged or "output_guard" in final.parameters or not final.answer.strip():
+            return False
+        if any(name in self.refusals for name in values.path):
+            return False
+        return reason in ("stop", "length")
+
+    @staticmethod
+    def _finish_reason(values: Values, final: FinalEvent) -> str:
+        """The streaming node's finish_reason, else the last one a node on the path reported."""
+        if final.parameters.get("finish_reason"):
+            return str(final.parameters["finish_reason"])
+        for name in reversed(values.path):
+            reason = values.parameters(name).get("finish_reason")
+            if reason:
+                return str(reason)
+        return ""
+
+    async def settle(self) -> None:
+        """Wait for the writes still under way (tests; before closing the stores)."""
+        if self._writes:
+            await asyncio.gather(*list(self._writes), return_exceptions=True)
+
+    def report(self, values: Values, params: dict[str, Any]) -> None:
+        """The final parameters' ``cached``, and ``cache_score``: the hit's similarity, or on a
+        miss the best one under the same key when there was one. A hit reports the stored
+        answer's finish_reason."""
+        name = self.node.name
+        params["cached"] = values.hit(name)
+        score = values.score(name)
+        if score is not None:
+            params["cache_score"] = round(float(score), 4)
+        if params["cached"]:
+            params["finish_reason"] = str(values.stored_finish_reason(name) or params["finish_reason"])
 
 
 def _expiry(match: Match) -> float:

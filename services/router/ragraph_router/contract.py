@@ -11,7 +11,8 @@ from ragraph_client.client import AsyncInferenceClient
 from ragraph_client.errors import RagraphError
 from ragraph_client.tensors import ModelMetadata, TensorSpec
 
-from .graph import Graph, Node
+from .graph import Graph
+from .nodes import ModelNode
 
 # What the router sends for an input fed from a graph value: text values go as BYTES of rank 1.
 _SENT = TensorSpec("", "BYTES", [1])
@@ -19,12 +20,12 @@ _SENT = TensorSpec("", "BYTES", [1])
 _NEEDS = {"RETRIEVER": ("FP32", 2), "CACHE": ("FP32", 2)}
 
 
-def _where(node: Node) -> str:
-    assert node.endpoint
-    return f"{node.endpoint.model}@{node.endpoint.url}"
+def _where(node: ModelNode) -> str:
+    url, model = node.target
+    return f"{model}@{url}"
 
 
-def _check_node(graph: Graph, node: Node, meta: ModelMetadata) -> list[str]:
+def _check_node(graph: Graph, node: ModelNode, meta: ModelMetadata) -> list[str]:
     problems = []
     declared_in = {t.name: t for t in meta.inputs}
     for name, ref in node.inputs.items():
@@ -88,13 +89,9 @@ async def check_nodes(
     second list, not as a problem (an optional node that answers but does not fit the graph still
     is one). Each (server, model, metadata) is asked once, all concurrently, so one hung node
     costs one ``timeout``, not one per node."""
-    nodes = [n for n in graph.nodes if n.type == "MODEL" and n.endpoint and n.endpoint.url and n.endpoint.model]
-    keys = {
-        _key(n.endpoint.url, n.endpoint.model, n.endpoint.headers)
-        for n in nodes
-        if n.endpoint and n.endpoint.url and n.endpoint.model
-    }
-    guards = [n for n in graph.nodes if n.output_guard]
+    nodes = graph.of(ModelNode)
+    keys = {_key(*n.target, n.endpoint.headers) for n in nodes if n.endpoint}
+    guards = [n for n in nodes if n.output_guard]
     keys |= {_key(g.output_guard.url, g.output_guard.model, g.output_guard.headers) for g in guards if g.output_guard}
     ordered = sorted(keys)
     answers = await asyncio.gather(*(_fetch(clients[key[0]], key, timeout) for key in ordered))
@@ -102,8 +99,8 @@ async def check_nodes(
     problems: list[str] = []
     down: list[str] = []
     for node in nodes:
-        assert node.endpoint and node.endpoint.url and node.endpoint.model
-        meta = found[_key(node.endpoint.url, node.endpoint.model, node.endpoint.headers)]
+        assert node.endpoint
+        meta = found[_key(*node.target, node.endpoint.headers)]
         if isinstance(meta, str):
             line = f"node {node.name}: {_where(node)} {meta}"
             if node.on_error == "fail":

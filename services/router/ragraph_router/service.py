@@ -17,6 +17,7 @@ from . import contract
 from .events import Event, RagRequest
 from .executor import Executor
 from .graph import Graph, load
+from .nodes import CacheNode, ModelNode, RetrieverNode
 from .settings import RouterSettings
 from .telemetry import RouterMetrics, Tracing
 
@@ -34,10 +35,10 @@ class RouterService:
         self.settings = settings
         self.graph = graph or load(settings.graph)
         # the request parameters some node takes (the others are refused: parameters.read)
-        self.forwarded = sorted({name for node in self.graph.nodes for name in node.forward})
-        urls = {n.endpoint.url for n in self.graph.nodes if n.endpoint and n.endpoint.url}
-        urls |= {n.output_guard.url for n in self.graph.nodes if n.output_guard}
-        stores = {n.endpoint.store for n in self.graph.nodes if n.endpoint and n.endpoint.store}
+        models = self.graph.of(ModelNode)
+        self.forwarded = sorted({name for node in models for name in node.forward})
+        urls = {n.target[0] for n in models} | {n.output_guard.url for n in models if n.output_guard}
+        stores = {n.store for n in self.graph.of(RetrieverNode)} | {n.store for n in self.graph.of(CacheNode)}
         # MLServer 1.7.1 drops double_param: float parameters go to the nodes as strings.
         # Reconnect within ~2 s once a node is back (gRPC's default backoff grows to 120 s).
         reconnect = [

@@ -10,10 +10,11 @@ import pytest
 from ragraph_client.errors import InvalidArgument
 from ragraph_router import graph, parameters
 from ragraph_router.events import RagRequest
-from ragraph_router.executor import Executor
+from ragraph_router.handlers import node_params
+from ragraph_router.nodes import ModelNode
 
 SHIPPED = graph.load()
-FORWARDED = sorted({name for node in SHIPPED.nodes for name in node.forward})
+FORWARDED = sorted({name for node in SHIPPED.of(ModelNode) for name in node.forward})
 TAKES = (
     "debug, filter, max_tokens, namespace, no_repeat_ngram_size, repetition_penalty, seed, stop, temperature, "
     "top_k, top_k_tokens, top_p"
@@ -164,7 +165,8 @@ def test_forward_on_other_node_types_is_a_graph_error() -> None:
 
 def test_the_node_gets_its_own_names() -> None:
     g = graph.parse(GRAPH.format(forward="{max_tokens: max_tokens, top_k_tokens: top_k}"))
-    executor = Executor.__new__(Executor)  # _params needs no state
+    generate = g.node("generate")
+    assert isinstance(generate, ModelNode)
     request = RagRequest("q", params={"top_k_tokens": 40, "max_tokens": 9})
-    assert executor._params(g.node("generate"), request) == {"max_tokens": 9, "top_k": 40}
-    assert executor._params(g.node("generate"), RagRequest("q")) == {"max_tokens": 5}  # the node's own default
+    assert node_params(generate, request) == {"max_tokens": 9, "top_k": 40}
+    assert node_params(generate, RagRequest("q")) == {"max_tokens": 5}  # the node's own default
