@@ -2,8 +2,8 @@
 batching loop over every live request, infer and stream alike.
 
 Each step the engine's stepper (:mod:`.stepper`, chosen at load) plans what to prefill, runs one
-forward pass and hands back logits; the engine turns them into tokens and text (:mod:`.sampling`,
-:mod:`.textstream`) and events for the requests' event loops. Mixed steps decode every running
+forward pass and hands back logits; the emitter (:mod:`.emitter`) turns them into tokens, text and
+events, which the outbox (:mod:`.outbox`) hands to the requests' event loops. Mixed steps decode every running
 sequence and prefill prompt pieces in one forward pass (:mod:`.mixed`, for models that pass a
 load-time check); other models alternate prefill and decode steps (:mod:`.alternating`).
 Finished and cancelled sequences leave the batch after the step that finished them, so a new
@@ -31,9 +31,10 @@ from ..metrics import EngineMetrics
 from ..model import LanguageModel
 from . import ragged
 from .alternating import AlternatingStepper
+from .emitter import Emitter
 from .mixed import MixedStepper
 from .outbox import Outbox
-from .sampling import SamplingParams, choose, make_generator
+from .sampling import SamplingParams, make_generator
 from .sequence import Event, Sequence
 from .stepper import Plan, Stepper
 from .textstream import TextStream
@@ -65,6 +66,7 @@ class Engine:
 
     lm: LanguageModel
     stepper: Stepper
+    _emitter: Emitter
 
     def __init__(
         self,
@@ -97,6 +99,7 @@ class Engine:
                 self.stepper = pick_stepper(
                     self.lm, mixed_steps, self.max_batch_size, self.max_prefill_tokens, self.metrics
                 )
+                self._emitter = Emitter(self.lm.eos_ids, self.metrics, self._outbox)
             except BaseException as exc:  # noqa: BLE001 - handed to the constructor's caller
                 failure.append(exc)
                 return
@@ -173,7 +176,7 @@ class Engine:
             seq.cancelled = True
             if seq in self._waiting:
                 self._waiting.remove(seq)
-                self._count_finish(seq, "cancelled")
+                self._emitter.count_finish(seq, "cancelled")
                 self._gauges()
 
     def close(self) -> None:
@@ -187,10 +190,6 @@ class Engine:
     def _gauges(self) -> None:
         self.metrics.queue_depth.set(len(self._waiting))
         self.metrics.running.set(len(self._running))
-
-    def _count_finish(self, seq: Sequence, reason: str) -> None:
-        seq.finish_reason = reason
-        self.metrics.finished.labels(reason=reason).inc()
 
     def _loop(self) -> None:
         while True:
@@ -250,57 +249,9 @@ class Engine:
                 with self._lock:
                     self._running.extend(step.joined)
                     self._gauges()
-            self._emit(step.seqs, step.logits)
+            self._emitter.emit(step.seqs, step.logits)
         self._reap()
         self._outbox.flush()
-
-    def _emit(self, seqs: list[Sequence], logits: torch.Tensor) -> None:
-        greedy = logits.argmax(dim=-1).tolist()
-        now = time.monotonic()
-        for row, seq in enumerate(seqs):
-            if seq.cancelled:
-                continue
-            try:
-                plain = seq.params.greedy and not seq.params.penalized
-                token = greedy[row] if plain else choose(logits[row], seq.params, seq.generator, seq.tokens)
-            except Exception as exc:  # one row's sampling bug fails that request only
-                log.exception("sampling failed for sequence %d", seq.id)
-                self._count_finish(seq, "error")
-                self._outbox.post(seq, Event("", error=exc))
-                continue
-            seq.tokens.append(token)
-            if seq.first_token_at == 0.0:
-                seq.first_token_at = now
-                self.metrics.ttft.observe(now - seq.submitted)
-            else:
-                self.metrics.inter_token.observe(now - seq.last_token_at)
-            seq.last_token_at = now
-            self.metrics.tokens.inc()
-            if token in self.lm.eos_ids:
-                self._finish(seq, "stop", "")
-                continue
-            delta = seq.stream.push(token)
-            if seq.stream.stopped:
-                self._finish(seq, "stop", delta)
-            elif len(seq.tokens) >= seq.params.max_tokens:
-                self._finish(seq, "length", delta)
-            elif delta:
-                self._outbox.post(seq, Event(delta))
-
-    def _finish(self, seq: Sequence, reason: str, text: str) -> None:
-        if not seq.stream.stopped:  # EOS or length: flush text held back for a possible stop string
-            text += seq.stream.finish()
-        self._count_finish(seq, reason)
-        self._outbox.post(
-            seq,
-            Event(
-                text,
-                reason,
-                len(seq.prompt_ids),
-                len(seq.tokens),
-                (seq.first_token_at - seq.submitted) * 1000.0,
-            ),
-        )
 
     def _reap(self) -> None:
         """Finished and cancelled sequences leave the batch; the stepper frees their cache."""
@@ -310,7 +261,7 @@ class Engine:
         with self._lock:
             for seq in self._running:
                 if seq.cancelled and seq.finish_reason is None:
-                    self._count_finish(seq, "cancelled")
+                    self._emitter.count_finish(seq, "cancelled")
             self.stepper.release(self._running, keep)
             self._running = [self._running[i] for i in keep]
             self._gauges()
