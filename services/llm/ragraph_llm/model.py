@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from ragraph_client.errors import InvalidArgument
 from ragraph_serving.device import pick_device
-from ragraph_serving.packed import pack_linears
 
+from . import weights
 from .gguf import default_cache_dir, find_gguf, load_gguf
 from .settings import LLMSettings
 from .sources import AUTO, ModelSourceError, resolve_auto
@@ -71,8 +71,11 @@ class LanguageModel:
             model = AutoModelForCausalLM.from_pretrained(self.name, dtype=self.dtype, trust_remote_code=remote)
         self.model = model.to(self.device)
         self.model.eval()
-        if self.device.type == "cpu" and settings.packed_weights:
-            pack_linears(self.model, batch_hint=settings.max_batch_size)
+        self.weights = weights.choose(
+            self.model, self.device, settings.dtype, weights.requested(settings), settings.max_batch_size
+        )
+        weights.log_choice(self.weights)
+        self.dtype = self.weights.dtype
         self.window = settings.context_window or self._window_from_config()
         self.eos_ids = self._eos_ids()
         self.pad_id = self._pad_id()

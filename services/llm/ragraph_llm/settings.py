@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 from ragraph_serving.settings import ServingSettings
@@ -49,10 +51,16 @@ class LLMSettings(ServingSettings):
         "early ones stream sooner and running streams stall less. With mixed steps a longer prompt goes in "
         "pieces over several steps; otherwise a step takes at least one whole prompt.",
     )
-    packed_weights: bool = Field(
-        True,
-        description="On CPU, reorder the linear layers' weights once for oneDNN's kernels (each layer is "
-        "checked against the plain one; float32 results agree within rounding); false keeps PyTorch's plain GEMM.",
+    weights: Literal["auto", "dense", "packed", "int4"] = Field(
+        "auto",
+        description="How the linear layers hold their weights on CPU: dense (as loaded), packed (reordered once "
+        "for oneDNN; same numbers within rounding) or int4 (4-bit weights, bfloat16 activations). auto times dense "
+        "against packed on the model's layers at load and keeps the faster, and serves a 4-bit GGUF (Q4) as int4 "
+        "when the CPU computes bfloat16 natively (AMX or AVX512-BF16) and dtype is auto. GPUs keep dense layers.",
+    )
+    packed_weights: bool | None = Field(
+        None,
+        description="Older form of weights: true means packed, false dense; unset leaves it to weights.",
     )
     mixed_steps: bool = Field(
         True,
