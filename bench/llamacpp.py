@@ -7,7 +7,8 @@ Two servers a CPU user would pick:
   Build it once from the llama.cpp source that the ``bench`` extra's llama-cpp-python ships
   (``bench/build_llama_server.sh``), or pass any build with ``--llama-server PATH``.
 - ``python -m llama_cpp.server`` from ``llama-cpp-python[server]`` (the ``bench`` extra): one
-  request at a time, the way that server runs them.
+  request at a time, the way that server runs them (with ``--interrupt_requests False``: by
+  default a new request cuts off the one streaming).
 
 Both are driven through their OpenAI-compatible ``/v1/chat/completions`` stream with the prompt as
 a one-turn chat (the GGUF's own chat template): one SSE chunk per token; TTFT is request sent ->
@@ -110,6 +111,8 @@ def start_llama_cpp_python(gguf: str, threads: int, log_path: Path) -> LlamaServ
         str(threads),
         "--n_ctx",
         "2048",
+        "--interrupt_requests",  # its default: a new request cuts the one streaming
+        "False",
     ]
     process = subprocess.Popen(command, stdout=log_path.open("wb"), stderr=subprocess.STDOUT)
     server = LlamaServer(process, port, "llama-cpp-python server", log_path)
