@@ -15,7 +15,7 @@ from ragraph_client.headers import REQUEST_ID_HEADER
 from . import parameters
 from .edge import Edge
 from .events import DeltaEvent, Event, FinalEvent
-from .graph import Node
+from .nodes import ModelNode
 from .openai_edge import admitted
 from .openai_io import GRAPH_FIELDS, BadField, ChatRequest
 
@@ -25,7 +25,7 @@ NAME = "llm"
 class LlmModel:
     def __init__(self, edge: Edge) -> None:
         self.edge = edge
-        self.node: Node | None = next((n for n in edge.service.graph.nodes if n.stream), None)
+        self.node: ModelNode | None = edge.service.graph.generator
 
     @property
     def names(self) -> list[str]:
@@ -35,7 +35,7 @@ class LlmModel:
             return []
         return sorted({NAME, node.endpoint.model} - {self.edge.model})
 
-    def _params(self, chat: ChatRequest, node: Node) -> dict[str, Any]:
+    def _params(self, chat: ChatRequest, node: ModelNode) -> dict[str, Any]:
         """The node's parameters, then the request's under the node's names (checked as the rag model checks them)."""
         for name in GRAPH_FIELDS:
             if name in chat.params:
