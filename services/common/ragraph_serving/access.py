@@ -8,9 +8,14 @@ over gRPC (both services MLServer registers for it) and over REST.
 
 The model repository API (``ServingSettings.model_repository_api``): MLServer's load and unload
 calls are refused (PERMISSION_DENIED over gRPC, 403 over REST) unless it is turned on, with the
-token or without: a node serves the models it started with. Under plain ``mlserver start`` (no
-ragraph launcher, e.g. Seldon Core 2, whose agent loads models through these calls)
-``RAGRAPH_ENCODER_MODEL_REPOSITORY_API`` or ``RAGRAPH_LLM_MODEL_REPOSITORY_API`` turns them on.
+token or without: a node serves the models it started with. Seldon Core 2, whose agent loads
+models through these calls, runs the image's ``ragraph serve encoder|llm`` with
+``MLSERVER_MODELS_DIR`` set, so its Servers set ``RAGRAPH_ENCODER_MODEL_REPOSITORY_API`` or
+``RAGRAPH_LLM_MODEL_REPOSITORY_API``.
+
+Both checks exist only where :func:`.mlserver_patch.apply` put ragraph's servicers and
+:class:`RestTokenMiddleware` in MLServer's servers, i.e. under ``ragraph serve``. Plain
+``mlserver start`` serves MLServer's own servers: no token, no repository switch.
 """
 
 from __future__ import annotations
@@ -114,20 +119,3 @@ class RestTokenMiddleware:
                 await _refuse(send, 403, repository_api_off_message())
                 return
         await self.app(scope, receive, send)
-
-
-def install_rest() -> None:
-    """Make MLServer's REST server wrap its app in :class:`RestTokenMiddleware` (idempotent)."""
-    import mlserver.rest.server as rest_server  # MLServer's stubs must not load where ours do
-
-    if getattr(rest_server, "_ragraph_token", False):
-        return
-    create_app = rest_server.create_app
-
-    def create_guarded_app(*args: Any, **kwargs: Any) -> Any:
-        app = create_app(*args, **kwargs)
-        app.add_middleware(RestTokenMiddleware)
-        return app
-
-    rest_server.create_app = create_guarded_app
-    rest_server._ragraph_token = True  # type: ignore[attr-defined]
