@@ -26,17 +26,17 @@ _COMMON = ("model", "grpc_port", "http_port", "metrics_port", "host", "device")
 def _serve_node(settings: Any, create_server: Callable[[Any], tuple[Any, int]], server_name: str) -> int:
     """Serve an MLServer-hosted node: its own settings, or, when launched the way MLServer's image
     is (``MLSERVER_MODELS_DIR`` set, e.g. by Seldon Core 2), the ``MLSERVER_*`` settings and models dir."""
-    from ragraph_serving import mlserver_env
+    from ragraph_serving import mlserver_env, mlserver_patch
     from ragraph_serving.server import run
 
-    if mlserver_env.requested():
-        try:
+    try:
+        if mlserver_env.requested():
             server = mlserver_env.create_from_environment(settings, server_name)
-        except mlserver_env.LaunchError as exc:
-            print(f"ragraph: {exc}", file=sys.stderr)
-            return 2
-    else:
-        server, _ = create_server(settings)
+        else:
+            server, _ = create_server(settings)
+    except (mlserver_env.LaunchError, mlserver_patch.UnsupportedMLServer) as exc:
+        print(f"ragraph: {exc}", file=sys.stderr)
+        return 2
     run(server, settings.log_level, settings.log_format)
     return 0
 
