@@ -60,13 +60,14 @@ def test_max_connection_age_reaches_mlservers_grpc_options() -> None:
     out = run_peer(
         """
         import json
+        from ragraph_serving import mlserver_patch
         from ragraph_serving.server import create_mlserver
         from ragraph_serving.settings import ServingSettings
         aged = create_mlserver(ServingSettings(max_connection_age_s=60), [], "t").settings
         plain = create_mlserver(ServingSettings(), [], "t").settings
         from mlserver.grpc.server import GRPCServer
         options = dict(GRPCServer(aged, None, None)._get_options())
-        print(json.dumps({"aged": options, "plain": plain._custom_grpc_server_settings}))
+        print(json.dumps({"aged": options, "plain": mlserver_patch.grpc_server_options(plain)}))
         """
     )
     assert out["aged"]["grpc.max_connection_age_ms"] == 60_000
