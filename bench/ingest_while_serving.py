@@ -61,6 +61,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from ragraph_client.client import InferenceClient  # noqa: E402
 from ragraph_client.errors import RagraphError  # noqa: E402
 
+from bench.llm_load import pct  # noqa: E402
 from tests.fixtures.servers import Service, start_router, start_service  # noqa: E402
 from tests.fixtures.tiny_llm import build_tiny_llm  # noqa: E402
 
@@ -93,13 +94,6 @@ with open_store(store_uri) as store, EncoderEmbedder(url, batch_size=64, priorit
     summary = ingestor.run([corpus], root=corpus, progress=progress)
 print("done", summary.chunks_embedded, summary.seconds, flush=True)
 """
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 @dataclass
