@@ -18,7 +18,6 @@ import uuid
 from collections.abc import Iterable
 
 from .errors import InvalidArgument
-from .headers import REQUEST_ID_HEADER as REQUEST_ID_HEADER  # re-exported for modules that import it from here
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("ragraph_request_id", default=None)
 

@@ -19,7 +19,7 @@ from mlserver.grpc.model_repository import ModelRepositoryServicer
 from mlserver.grpc.servicers import InferenceServicer
 from ragraph_client import logs
 from ragraph_client.errors import InvalidArgument, NotFound
-from ragraph_client.headers import SERVICE_TOKEN_HEADER
+from ragraph_client.headers import REQUEST_ID_HEADER, SERVICE_TOKEN_HEADER
 from ragraph_client.tensors import decode_wire_tensors
 from ragraph_client.wire import fill_response, read_request
 
@@ -63,7 +63,7 @@ def _metadata_value(context: Any, name: str) -> Any:
 
 def _bind_request_id(request: Any, context: Any) -> None:
     """Log lines of this call carry the caller's request id: the V2 ``id``, else ``x-request-id``."""
-    logs.request_id.set(request.id or _metadata_value(context, logs.REQUEST_ID_HEADER) or None)
+    logs.request_id.set(request.id or _metadata_value(context, REQUEST_ID_HEADER) or None)
 
 
 async def _require_token(context: Any) -> None:
