@@ -18,6 +18,7 @@ ERROR_TYPES = {
     401: "authentication_error",
     404: "not_found_error",
     429: "rate_limit_error",
+    499: "request_cancelled",  # CANCELLED: not the caller's mistake, not a server fault; no SDK class
     503: "service_unavailable",
 }
 _PARAM_IN_MESSAGE = re.compile(r"parameter '(\w+)'")
