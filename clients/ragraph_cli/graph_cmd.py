@@ -6,17 +6,23 @@ import argparse
 import asyncio
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ragraph_router.graph import Graph
 
 
-async def _run_check(graph: Any, timeout: float) -> list[str]:
+async def _run_check(graph: Graph, timeout: float) -> list[str]:
     from ragraph_client.client import AsyncInferenceClient
     from ragraph_client.headers import service_token_headers
     from ragraph_router import contract
+    from ragraph_router.nodes import ModelNode
 
     from .tokens import resolve
 
-    urls = sorted({n.endpoint.url for n in graph.nodes if n.endpoint and n.endpoint.url})
+    # the servers the check asks: each MODEL node's and each output guard's
+    models = graph.of(ModelNode)
+    urls = sorted({n.target[0] for n in models} | {n.output_guard.url for n in models if n.output_guard})
     # nodes that require the service token get it as ``ragraph ingest`` finds it: the router's
     # $RAGRAPH_ROUTER_NODE_TOKEN, $RAGRAPH_SERVICE_TOKEN or ``ragraph up``'s file
     clients = {url: AsyncInferenceClient(url, headers=service_token_headers(resolve(None, url))) for url in urls}
@@ -29,6 +35,7 @@ async def _run_check(graph: Any, timeout: float) -> list[str]:
 
 def check(args: argparse.Namespace) -> int:
     from ragraph_router.graph import load
+    from ragraph_router.nodes import CacheNode, ModelNode, RetrieverNode
 
     # the shipped graph reads its node URLs from these (${VAR:-default}), expanded at load time
     if args.encoder_url:
@@ -37,12 +44,8 @@ def check(args: argparse.Namespace) -> int:
         os.environ["RAGRAPH_LLM_URL"] = args.llm_url
     graph = load(args.file)
     problems = asyncio.run(_run_check(graph, args.timeout))
-    models = [
-        {"node": n.name, "model": str(n.endpoint.model), "url": str(n.endpoint.url)}
-        for n in graph.nodes
-        if n.type == "MODEL" and n.endpoint and n.endpoint.url
-    ]
-    stores = sorted({n.endpoint.store for n in graph.nodes if n.endpoint and n.endpoint.store})
+    models = [{"node": n.name, "model": n.target[1], "url": n.target[0]} for n in graph.of(ModelNode)]
+    stores = sorted({n.store for n in graph.of(RetrieverNode)} | {n.store for n in graph.of(CacheNode)})
     source = args.file or "the shipped rag graph"
     if args.json:
         print(
