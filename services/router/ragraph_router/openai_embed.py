@@ -14,7 +14,8 @@ from ragraph_client.headers import REQUEST_ID_HEADER
 from ragraph_retrieval.tokens import TokenCounter, encoder_counter
 
 from .edge import Edge
-from .graph import Node
+from .graph import Graph
+from .nodes import ModelNode, RetrieverNode
 from .openai_edge import admitted
 from .openai_io import BadField
 
@@ -22,11 +23,11 @@ FIELDS = ("model", "input", "encoding_format", "user", "dimensions")
 FORMATS = ("float", "base64")
 
 
-def encoder_node(nodes: list[Node]) -> Node | None:
-    """The node whose output a retriever takes as its ``vector``."""
-    refs = [n.inputs.get("vector") for n in nodes if n.type == "RETRIEVER"]
+def encoder_node(graph: Graph) -> ModelNode | None:
+    """The MODEL node whose output a retriever takes as its ``vector``."""
+    refs = [n.inputs.get("vector") for n in graph.of(RetrieverNode)]
     names = {ref.split(".")[0] for ref in refs if isinstance(ref, str)}
-    return next((n for n in nodes if n.name in names and n.endpoint and n.endpoint.model), None)
+    return next((n for n in graph.of(ModelNode) if n.name in names), None)
 
 
 def read_body(body: Mapping[str, Any]) -> tuple[str, list[str], str, int | None]:
@@ -62,13 +63,12 @@ def _encode(vector: np.ndarray, encoding: str) -> Any:
 class Embeddings:
     def __init__(self, edge: Edge) -> None:
         self.edge = edge
-        self.node = encoder_node(edge.service.graph.nodes)
+        self.node = encoder_node(edge.service.graph)
         self._counter: TokenCounter | None = None
 
     @property
     def names(self) -> list[str]:
-        node = self.node
-        return [node.endpoint.model] if node and node.endpoint and node.endpoint.model else []
+        return [self.node.target[1]] if self.node else []
 
     def _count(self, texts: list[str]) -> int:
         if self._counter is None:
@@ -82,11 +82,12 @@ class Embeddings:
             if model not in self.names:
                 raise NotFound(f"unknown model '{model}': embeddings come from {', '.join(self.names) or 'no node'}")
             node = self.node
-            assert node is not None and node.endpoint is not None and node.endpoint.url and node.endpoint.model
-            client = self.edge.service.clients[node.endpoint.url]
+            assert node is not None and node.endpoint is not None
+            url, name = node.target
+            client = self.edge.service.clients[url]
             call_headers = self.edge.tracing.inject(call.span, {**node.endpoint.headers, REQUEST_ID_HEADER: request_id})
             timeout = (node.timeout_ms or self.edge.service.settings.default_timeout_ms) / 1000
-            reply = await client.infer(node.endpoint.model, {"text": texts}, {}, timeout=timeout, headers=call_headers)
+            reply = await client.infer(name, {"text": texts}, {}, timeout=timeout, headers=call_headers)
             vectors = np.asarray(reply.output("embedding").as_numpy(), dtype=np.float32).reshape(len(texts), -1)
             if dims is not None and dims != vectors.shape[1]:  # the encoder's size is known once it answers
                 raise BadField("dimensions", f"'dimensions' can only be the encoder's own, {vectors.shape[1]}")
