@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 
+from ragraph_client.net import free_port
+
 
 def connect_host(host: str) -> str:
     """Where clients reach a server bound to ``host``."""
@@ -35,9 +37,7 @@ def free_ports(host: str = "127.0.0.1") -> tuple[int, int, int]:
     """Free gRPC ports for encoder, llm and router whose neighbours (HTTP -1, metrics +1) are free too."""
     found: list[int] = []
     while len(found) < 3:
-        with socket.socket() as sock:
-            sock.bind((connect_host(host), 0))
-            port = int(sock.getsockname()[1])
+        port = free_port(connect_host(host))
         block = {port - 1, port, port + 1}
         if 1024 < port < 65535 and not block & {p + d for p in found for d in (-1, 0, 1)}:
             if all(port_free(p, host) for p in block):

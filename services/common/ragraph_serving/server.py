@@ -5,23 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from dataclasses import dataclass
 
 from mlserver import MLServer
 from mlserver.settings import ModelSettings, Settings
 from ragraph_client import logs
+from ragraph_client.net import free_port
 from ragraph_client.otel import otlp_endpoint, tracing_requested
 
 from . import access, mlserver_patch
 from .cpu import fit_threads_to_quota
 from .settings import ServingSettings
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -109,4 +103,4 @@ def run(server: HostedServer, log_level: str = "INFO", log_format: str = "json")
         raise SystemExit(1)
 
 
-__all__ = ["HostedServer", "create_mlserver", "free_port", "run"]
+__all__ = ["HostedServer", "create_mlserver", "run"]

@@ -8,13 +8,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import socket
 
 import grpc
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import start_http_server
 from ragraph_client import logs
+from ragraph_client.net import free_port
 
 from .access.gate import Gate
 from .edge import Edge
@@ -38,7 +38,7 @@ class RouterServer:
             raise ValueError("router: tls_cert and tls_key go together")
         if settings.tls_client_ca and not settings.tls_cert:
             raise ValueError("router: tls_client_ca (mTLS) needs tls_cert and tls_key")
-        self.port = settings.grpc_port or _free_port(settings.host)
+        self.port = settings.grpc_port or free_port(settings.host)
         self.http_port = _port(settings.http_port, settings.host)
         self.metrics_port = _port(settings.metrics_port, settings.host)
         self.metrics = RouterMetrics()
@@ -130,13 +130,7 @@ def _read(path: str) -> bytes:
 
 def _port(setting: int, host: str) -> int:
     """A port setting: -1 (off) stays -1, 0 becomes a free port."""
-    return -1 if setting < 0 else setting or _free_port(host)
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    return -1 if setting < 0 else setting or free_port(host)
 
 
 def create_server(settings: RouterSettings) -> tuple[RouterServer, int]:
