@@ -14,6 +14,7 @@ import logging
 import threading
 
 import numpy as np
+from ragraph_client.vectors import normalize as normalize  # the runtime and bench import it from here
 from ragraph_serving.batcher import MicroBatcher, Priority
 from ragraph_serving.device import pick_device
 from ragraph_serving.packed import pack_linears
@@ -107,11 +108,6 @@ class Encoder:
         costs = [min(n, self.max_seq_length) for n in counts]
         rows = await self.batcher.submit(texts, priority, costs)
         return np.stack(rows).astype(np.float32, copy=False)
-
-
-def normalize(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
 
 
 _SHARED: dict[tuple[str, str], Encoder] = {}

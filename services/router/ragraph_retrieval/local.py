@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 from ragraph_client.errors import InvalidArgument
+from ragraph_client.vectors import normalize
 
 from . import filters
 from .store import Match, Record, StoreStats, VectorStore, as_vector, check_query, check_record
@@ -98,11 +99,6 @@ def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
         return np.argsort(-scores, kind="stable")
     part = np.argpartition(-scores, k - 1)[:k]
     return part[np.argsort(-scores[part], kind="stable")]
-
-
-def _normalise(matrix: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return (matrix / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
 
 
 class LocalStore(VectorStore):
@@ -235,7 +231,7 @@ class LocalStore(VectorStore):
             dim = self.dimension or 0
             if rows:
                 raw = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), -1)
-                vectors = _normalise(raw)
+                vectors = normalize(raw)  # float32, as raw is
             else:
                 vectors = np.zeros((0, dim), dtype=np.float32)
             matrix = _Matrix(version, np.array([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows], vectors)
