@@ -62,7 +62,13 @@ class Engine:
     team of worker threads; once more of them exist than cores, idle workers stop spin-waiting
     and each of a step's ~200 small parallel regions pays a wake-up. Measured with the bench
     model: a one-row step took 9.5 ms on an engine thread after the model had run on another
-    thread, 6.2 ms when the engine thread was the only one."""
+    thread, 6.2 ms when the engine thread was the only one.
+
+    The engine thread shares the GIL with the server's event loop, and the process keeps
+    Python's switch interval (5 ms). A process-wide 1 ms was measured on this 2-core CPU
+    (bench/llm.py, tiny and bench models, 1 and 16 streams, interleaved runs): no better TTFT or
+    tok/s, a worse steady-state inter-token p50 at 16 streams on the tiny model (2.65 vs 2.10 ms),
+    and more runs stalled by other processes' load (8 of 31 vs 1 of 29)."""
 
     lm: LanguageModel
     stepper: Stepper
