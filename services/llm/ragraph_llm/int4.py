@@ -56,6 +56,19 @@ def quantize(weight: torch.Tensor, group_size: int = GROUP_SIZE) -> tuple[torch.
     return codes.reshape(rows, cols), scale, low
 
 
+def dequantize(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+    """The float32 weight that :func:`quantize`'s codes, scales and zeros stand for."""
+    rows, cols = codes.shape
+    groups = codes.float().reshape(rows, scale.shape[-1], -1)
+    return (groups * scale[..., None] + zero[..., None]).reshape(rows, cols)
+
+
+def grid_error(weight: torch.Tensor, group_size: int = GROUP_SIZE) -> float:
+    """Largest |weight - its 4-bit grid|: 0 for a weight dequantized from a 4-bit file."""
+    back = dequantize(*quantize(weight, group_size))
+    return float((back - weight.detach().float()).abs().max())
+
+
 class Int4Linear(nn.Module):
     """``nn.Linear`` with 4-bit group-quantized weights; input and output in bfloat16."""
 

@@ -67,24 +67,16 @@ def four_bit_weights(model: nn.Module) -> bool:
     """Whether the model's linear weights already lie on 4-bit grids of 32 (a Q4 GGUF's),
     checked on the first few layers."""
     sample = [m for m in _linears(model) if int4.eligible(m)][:SAMPLE_LAYERS]
-    if not sample:
-        return False
-    for layer in sample:
-        codes, scale, zero = int4.quantize(layer.weight)
-        rows, cols = codes.shape
-        back = codes.float().reshape(rows, -1, int4.GROUP_SIZE) * scale[..., None] + zero[..., None]
-        weight = layer.weight.detach().float()
-        if float((back.reshape(rows, cols) - weight).abs().max()) > 1e-5 * float(weight.abs().max()):
-            return False
-    return True
+    return bool(sample) and all(
+        int4.grid_error(layer.weight) <= 1e-5 * float(layer.weight.detach().abs().max()) for layer in sample
+    )
 
 
 @torch.inference_mode()
-def linear_time_ms(model: nn.Module, rows: int, repeats: int = 3) -> float:
+def linear_time_ms(model: nn.Module, rows: int, dtype: torch.dtype, repeats: int = 3) -> float:
     """Milliseconds for every linear layer of ``model`` (head included) on ``rows`` input rows,
     one after the other as a step runs them: the weights come from memory, as in a step."""
     layers = [(m, int(getattr(m, "in_features", 0))) for m in model.modules() if hasattr(m, "in_features")]
-    dtype = next(model.parameters()).dtype
     inputs = {n: torch.randn(rows, n, dtype=dtype) for n in {width for _, width in layers}}
     best = float("inf")
     for _ in range(repeats + 1):  # the first pass warms up
@@ -95,7 +87,7 @@ def linear_time_ms(model: nn.Module, rows: int, repeats: int = 3) -> float:
     return best * 1e3
 
 
-def _dense_copy(model: nn.Module) -> dict[str, nn.Module]:
+def _linear_modules(model: nn.Module) -> dict[str, nn.Module]:
     return {name: module for name, module in model.named_modules() if isinstance(module, nn.Linear)}
 
 
@@ -146,11 +138,11 @@ def choose(model: nn.Module, device: torch.device, dtype_setting: str, weights: 
     if weights == "packed":
         pack_linears(model, batch_hint=batch)
         return WeightChoice("packed", dtype, "asked for")
-    timings = {f"dense, {rows} rows": linear_time_ms(model, rows) for rows in (1, batch)}
-    originals = _dense_copy(model)
+    timings = {f"dense, {rows} rows": linear_time_ms(model, rows, dtype) for rows in (1, batch)}
+    originals = _linear_modules(model)
     if not pack_linears(model, batch_hint=batch):
         return WeightChoice("dense", dtype, "no oneDNN linear ops in this torch build", timings)
-    timings |= {f"packed, {rows} rows": linear_time_ms(model, rows) for rows in (1, batch)}
+    timings |= {f"packed, {rows} rows": linear_time_ms(model, rows, dtype) for rows in (1, batch)}
     dense = timings["dense, 1 rows"] + timings[f"dense, {batch} rows"]
     packed = timings["packed, 1 rows"] + timings[f"packed, {batch} rows"]
     if packed < dense:

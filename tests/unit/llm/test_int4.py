@@ -20,22 +20,17 @@ def on_grid(rows: int, cols: int, seed: int = 0) -> torch.Tensor:
     return (codes * scale + zero).reshape(rows, cols)
 
 
-def dequantize(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
-    rows, cols = codes.shape
-    return (codes.float().reshape(rows, -1, 32) * scale[..., None] + zero[..., None]).reshape(rows, cols)
-
-
 def test_a_weight_already_on_a_4bit_grid_comes_back_exactly() -> None:
     weight = on_grid(64, 128)
     codes, scale, zero = int4.quantize(weight)
     assert codes.dtype == torch.int32 and int(codes.min()) >= 0 and int(codes.max()) <= 15
-    assert torch.allclose(dequantize(codes, scale, zero), weight, rtol=0, atol=1e-6)
+    assert torch.allclose(int4.dequantize(codes, scale, zero), weight, rtol=0, atol=1e-6)
 
 
 def test_any_other_weight_gets_min_max_groups_within_half_a_step() -> None:
     weight = torch.randn(32, 64)
     codes, scale, zero = int4.quantize(weight)
-    error = (dequantize(codes, scale, zero) - weight).abs().reshape(32, 2, 32)
+    error = (int4.dequantize(codes, scale, zero) - weight).abs().reshape(32, 2, 32)
     assert bool((error <= scale[..., None] / 2 + 1e-6).all())
     assert int(codes.max()) == 15 and int(codes.min()) == 0
 
@@ -43,7 +38,7 @@ def test_any_other_weight_gets_min_max_groups_within_half_a_step() -> None:
 def test_a_constant_group_does_not_divide_by_zero() -> None:
     weight = torch.full((16, 32), 0.25)
     codes, scale, zero = int4.quantize(weight)
-    assert torch.equal(dequantize(codes, scale, zero), weight)
+    assert torch.equal(int4.dequantize(codes, scale, zero), weight)
 
 
 def test_the_layer_matches_the_dense_layer_on_its_own_weights() -> None:
