@@ -17,7 +17,6 @@ first chunk with content, inter-token the gaps between chunks.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import subprocess
@@ -30,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.llm_load import Load, counter_window, prompts  # noqa: E402
+from bench.llm_load import Load, Reply, drive  # noqa: E402
 from tests.fixtures.servers import free_port, stop_process  # noqa: E402
 
 DEFAULT_BINARY = REPO / "bench" / ".llama.cpp" / "build" / "bin" / "llama-server"
@@ -62,62 +61,30 @@ def find_llama_server(path: str | None) -> Path | None:
     return None
 
 
+def _launch(program: list[str], gguf: str, options: list[str], label: str, log_path: Path) -> LlamaServer:
+    """``program`` serving ``gguf`` on a free loopback port with ``options``; returns once ready."""
+    port = free_port()
+    command = [*program, "--model", gguf, "--host", "127.0.0.1", "--port", str(port), *options]
+    process = subprocess.Popen(command, stdout=log_path.open("wb"), stderr=subprocess.STDOUT)
+    server = LlamaServer(process, port, label, log_path)
+    _wait_ready(server)
+    return server
+
+
 def start_llama_server(binary: Path, gguf: str, slots: int, threads: int, log_path: Path) -> LlamaServer:
     """llama-server with ``slots`` parallel sequences (continuous batching, its default) and a
     512-token context per slot, on ``threads`` threads."""
-    port = free_port()
-    command = [
-        str(binary),
-        "--model",
-        gguf,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--parallel",
-        str(slots),
-        "--ctx-size",
-        str(512 * slots),
-        "--threads",
-        str(threads),
-        "--threads-batch",
-        str(threads),
-        "--cont-batching",
-        "--jinja",
-        "--no-webui",
-    ]
-    process = subprocess.Popen(command, stdout=log_path.open("wb"), stderr=subprocess.STDOUT)
-    server = LlamaServer(process, port, f"llama.cpp llama-server, {slots} slots", log_path)
-    _wait_ready(server)
-    return server
+    options = ["--parallel", str(slots), "--ctx-size", str(512 * slots), "--threads", str(threads)]
+    options += ["--threads-batch", str(threads), "--cont-batching", "--jinja", "--no-webui"]
+    return _launch([str(binary)], gguf, options, f"llama.cpp llama-server, {slots} slots", log_path)
 
 
 def start_llama_cpp_python(gguf: str, threads: int, log_path: Path) -> LlamaServer:
-    """llama-cpp-python's OpenAI server (the ``bench`` extra): it runs one request at a time."""
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "llama_cpp.server",
-        "--model",
-        gguf,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--n_threads",
-        str(threads),
-        "--n_threads_batch",
-        str(threads),
-        "--n_ctx",
-        "2048",
-        "--interrupt_requests",  # its default: a new request cuts the one streaming
-        "False",
-    ]
-    process = subprocess.Popen(command, stdout=log_path.open("wb"), stderr=subprocess.STDOUT)
-    server = LlamaServer(process, port, "llama-cpp-python server", log_path)
-    _wait_ready(server)
-    return server
+    """llama-cpp-python's OpenAI server (the ``bench`` extra): it runs one request at a time.
+    ``--interrupt_requests False``: by default a new request cuts off the one streaming."""
+    options = ["--n_threads", str(threads), "--n_threads_batch", str(threads), "--n_ctx", "2048"]
+    options += ["--interrupt_requests", "False"]
+    return _launch([sys.executable, "-m", "llama_cpp.server"], gguf, options, "llama-cpp-python server", log_path)
 
 
 def _wait_ready(server: LlamaServer, timeout: float = 300) -> None:
@@ -136,8 +103,8 @@ def _wait_ready(server: LlamaServer, timeout: float = 300) -> None:
     raise RuntimeError(f"{server.label} not ready after {timeout:.0f} s: see {server.log_path}")
 
 
-async def _one_request(client: object, server: LlamaServer, text: str, tokens: int) -> tuple[int, float, list[float]]:
-    """Stream one completion: (tokens received, TTFT s, inter-token gaps s)."""
+async def _one_request(client: object, server: LlamaServer, text: str, tokens: int) -> Reply:
+    """Stream one chat completion."""
     import httpx
 
     assert isinstance(client, httpx.AsyncClient)
@@ -162,50 +129,23 @@ async def _one_request(client: object, server: LlamaServer, text: str, tokens: i
             else:
                 inter.append(now - last)
             last = now
-    return count, ttft, inter
+    return Reply(count, ttft, inter)
 
 
 async def llama_load(server: LlamaServer, streams: int, tokens: int, rounds: int, ramp: float = 0.0) -> Load:
-    """bench/llm.py's ``service_load`` against a llama.cpp server: ``streams`` clients, ``rounds``
-    requests each; a burst with ``ramp`` = 0, else starts spread over ``ramp`` s and only the
-    requests sent after it measured, throughput read over the window where all streams run."""
+    """bench/llm_load.py's :func:`drive` against a llama.cpp server, the window read from the
+    tokens streamed to the clients."""
     import httpx
 
-    load = Load()
-    texts = prompts(streams * rounds)
     # a new connection per request: llama-server closes a streamed response's connection, and a
     # pooled one would be reused after that
     limits = httpx.Limits(max_connections=streams + 4, max_keepalive_connections=0)
     async with httpx.AsyncClient(timeout=600, limits=limits) as client:
-        for text in prompts(3):  # warm-up, as for the service
-            await _one_request(client, server, text, tokens)
-        origin = time.perf_counter()
-        done: list[float] = []
-        first_done = asyncio.Event()
 
-        async def one_stream(k: int) -> None:
-            await asyncio.sleep(k * ramp / streams)
-            for r in range(rounds):
-                sent = time.perf_counter()
-                count, ttft, inter = await _one_request(client, server, texts[k * rounds + r], tokens)
-                if not ramp:
-                    load.tokens += count
-                if sent - origin >= ramp:
-                    load.ttft.append(ttft)
-                    load.inter.extend(inter)
-                    load.per_request.append(count)
-            done.append(time.perf_counter())
-            first_done.set()
+        async def request(text: str) -> Reply:
+            return await _one_request(client, server, text, tokens)
 
         async def counted() -> float:
             return float(server.counted)
 
-        async def window() -> None:
-            load.tokens, load.wall = await counter_window(counted, ramp, first_done)
-
-        if ramp:
-            await asyncio.gather(window(), *(one_stream(k) for k in range(streams)))
-        else:
-            await asyncio.gather(*(one_stream(k) for k in range(streams)))
-            load.wall = max(done) - origin
-    return load
+        return await drive(streams, rounds, ramp, request, counted)

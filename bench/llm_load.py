@@ -48,61 +48,91 @@ async def counter_window(
     return int(end_count - start_count), end - start
 
 
+@dataclass
+class Reply:
+    """One streamed request as the client saw it."""
+
+    tokens: int
+    ttft: float  # request sent -> first token, s
+    inter: list[float]  # gaps between tokens, s
+    server_ttft: float | None = None  # the server's own TTFT, s, where it reports one
+
+
+async def drive(
+    streams: int,
+    rounds: int,
+    ramp: float,
+    request: Callable[[str], Awaitable[Reply]],
+    counter: Callable[[], Awaitable[float]],
+) -> Load:
+    """The load every server gets: three warm-up requests (the first ones after start-up run
+    slower), then ``streams`` clients each sending ``rounds`` requests one after the other. With
+    ``ramp`` = 0 all start at once (a burst) and throughput is tokens over the whole run; otherwise
+    client k starts at k * ramp / streams, only the requests sent after the ramp are measured
+    (steady state, arrivals spread out) and throughput is read from ``counter`` over the window
+    where every stream runs."""
+    load = Load()
+    texts = prompts(streams * rounds)
+    for text in prompts(3):
+        await request(text)
+    origin = time.perf_counter()
+    done: list[float] = []
+    first_done = asyncio.Event()
+
+    async def one_stream(k: int) -> None:
+        await asyncio.sleep(k * ramp / streams)
+        for r in range(rounds):
+            sent = time.perf_counter()
+            reply = await request(texts[k * rounds + r])
+            if not ramp:
+                load.tokens += reply.tokens
+            if sent - origin >= ramp:
+                load.ttft.append(reply.ttft)
+                load.inter.extend(reply.inter)
+                load.per_request.append(reply.tokens)
+                if reply.server_ttft is not None:
+                    load.server_ttft.append(reply.server_ttft)
+        done.append(time.perf_counter())
+        first_done.set()
+
+    async def window() -> None:
+        load.tokens, load.wall = await counter_window(counter, ramp, first_done)
+
+    if ramp:
+        await asyncio.gather(window(), *(one_stream(k) for k in range(streams)))
+    else:
+        await asyncio.gather(*(one_stream(k) for k in range(streams)))
+        load.wall = max(done) - origin
+    return load
+
+
 async def service_load(service: Service, streams: int, tokens: int, rounds: int, ramp: float = 0.0) -> Load:
-    """``streams`` clients, each sending ``rounds`` requests one after the other. With ``ramp`` = 0
-    all start at once (a burst); otherwise client k starts at k * ramp / streams and only the
-    requests sent after the ramp are measured (steady state, arrivals spread out)."""
+    """:func:`drive` against ragraph's LLM service: V2 streams (MLServer form), the window read
+    from the service's generated-tokens counter."""
     from ragraph_client.client import AsyncInferenceClient
 
-    load = Load()
     params = {"max_tokens": tokens, "temperature": "0"}
-    texts = prompts(streams * rounds)
     async with AsyncInferenceClient(service.grpc_url, timeout=600, float_params="string") as client:
-        for text in prompts(3):  # the first requests after start-up run slower (allocations, lazy set-up)
-            await client.infer("llm", {"messages": [messages(text)]}, params)
-        origin = time.perf_counter()
 
-        async def one_stream(k: int) -> None:
-            await asyncio.sleep(k * ramp / streams)
-            for r in range(rounds):
-                sent = time.perf_counter()
-                measured = sent - origin >= ramp
-                last, ttft, inter = sent, 0.0, []
-                async for response in client.stream(
-                    "llm", {"messages": [messages(texts[k * rounds + r])]}, params, style="mlserver"
-                ):
-                    now = time.perf_counter()
-                    if "completion_tokens" in response.parameters:
-                        if not ramp:
-                            load.tokens += int(response.parameters["completion_tokens"])
-                        if measured:
-                            load.server_ttft.append(float(response.parameters["ttft_ms"]) / 1e3)
-                            load.ttft.append(ttft)
-                            load.inter.extend(inter)
-                            load.per_request.append(int(response.parameters["completion_tokens"]))
-                        break
-                    if last == sent:
-                        ttft = now - sent
-                    else:
-                        inter.append(now - last)
-                    last = now
-            done.append(time.perf_counter())
-            first_done.set()
+        async def request(text: str) -> Reply:
+            sent = time.perf_counter()
+            last, ttft, inter = sent, 0.0, []
+            async for response in client.stream("llm", {"messages": [messages(text)]}, params, style="mlserver"):
+                now = time.perf_counter()
+                if "completion_tokens" in response.parameters:
+                    server_ttft = float(response.parameters["ttft_ms"]) / 1e3
+                    return Reply(int(response.parameters["completion_tokens"]), ttft, inter, server_ttft)
+                if last == sent:
+                    ttft = now - sent
+                else:
+                    inter.append(now - last)
+                last = now
+            raise RuntimeError("the stream ended without its final response")
 
-        async def window() -> None:
-            """Throughput while every stream runs: the service's token counter."""
-            load.tokens, load.wall = await counter_window(
-                lambda: asyncio.to_thread(service.metric, "ragraph_llm_generated_tokens_total"), ramp, first_done
-            )
+        async def counter() -> float:
+            return await asyncio.to_thread(service.metric, "ragraph_llm_generated_tokens_total")
 
-        done: list[float] = []
-        first_done = asyncio.Event()
-        if ramp:
-            await asyncio.gather(window(), *(one_stream(k) for k in range(streams)))
-        else:
-            await asyncio.gather(*(one_stream(k) for k in range(streams)))
-            load.wall = max(done) - origin
-    return load
+        return await drive(streams, rounds, ramp, request, counter)
 
 
 def pct(values: list[float], q: float) -> float:
