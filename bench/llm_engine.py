@@ -25,24 +25,36 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from llm import counter_window, prompts  # noqa: E402
-from ragraph_llm import engine as engine_module  # noqa: E402
+from llm_load import counter_window, prompts  # noqa: E402
+from ragraph_llm.engine import Engine  # noqa: E402
+from ragraph_llm.engine.alternating import AlternatingStepper  # noqa: E402
+from ragraph_llm.engine.mixed import MixedStepper  # noqa: E402
 
 from tests.fixtures.tiny_llm import build_tiny_llm  # noqa: E402
 
-STEPS = ("_mixed_step", "_prefill", "_decode", "_reap")
+# phase -> (class, method, rows a call handles)
+STEPS: dict[str, tuple[type, str, Callable[..., int]]] = {
+    "_mixed_step": (MixedStepper, "run", lambda self, plan, running: len(plan.prefill) + len(running)),
+    "_prefill": (AlternatingStepper, "_prefill", lambda self, new: len(new)),
+    "_decode": (AlternatingStepper, "_decode", lambda self, running: len(running)),
+    "_reap": (Engine, "_reap", lambda self: len(self._running)),
+}
 
 
 def time_steps() -> dict[str, list[float]]:
     """Wrap the engine's step phases to record (calls, seconds, rows)."""
     stats: dict[str, list[float]] = collections.defaultdict(lambda: [0, 0.0, 0])
-    for name in STEPS:
-        original = getattr(engine_module.Engine, name)
+    for name, (owner, method, rows_of) in STEPS.items():
+        original = getattr(owner, method)
 
-        def timed(self: Any, *args: Any, _original: Callable[..., Any] = original, _name: str = name) -> Any:
-            rows = len(args[0]) if args else len(self._running)
-            if _name == "_mixed_step":
-                rows += len(self._running)  # decoded rows besides the newcomers
+        def timed(
+            self: Any,
+            *args: Any,
+            _original: Callable[..., Any] = original,
+            _name: str = name,
+            _rows: Callable[..., int] = rows_of,
+        ) -> Any:
+            rows = _rows(self, *args)
             start = time.perf_counter()
             result = _original(self, *args)
             entry = stats[_name]
@@ -51,7 +63,7 @@ def time_steps() -> dict[str, list[float]]:
             entry[2] += rows
             return result
 
-        setattr(engine_module.Engine, name, timed)
+        setattr(owner, method, timed)
     return stats
 
 
@@ -118,7 +130,7 @@ def main() -> None:
     phases: dict[str, dict[str, list[float]]] = {}
     for _ in range(args.repeat):
         for kind in kinds:
-            engine = engine_module.Engine(
+            engine = Engine(
                 lambda: LanguageModel(settings),
                 settings.max_batch_size,
                 1024,
