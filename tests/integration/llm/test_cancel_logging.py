@@ -50,6 +50,16 @@ def _settled(service: Service, before: float, cancels: int) -> None:
     time.sleep(0.5)  # anything logged on the server's side of the cancel is written by now
 
 
+def _third_of_a_whole_stream(service: Service) -> float:
+    """Seconds a third of the way into one whole 200-token stream on this machine: cancels and
+    deadlines fall there, however fast the machine (or the weight layout chosen at load) is."""
+    started = time.monotonic()
+    with InferenceClient(service.grpc_url, timeout=60.0, float_params="string") as client:
+        for _ in client.stream("llm", {"prompt": ["a whole stream"]}, LONG, style="mlserver"):
+            pass
+    return max(0.05, (time.monotonic() - started) / 3)
+
+
 def _still_serving(service: Service) -> None:
     with InferenceClient(service.grpc_url, timeout=60.0, float_params="string") as client:
         response = client.infer("llm", {"prompt": ["after"]}, {"temperature": "0", "max_tokens": 3})
@@ -71,13 +81,14 @@ def test_closing_streams_after_a_few_tokens_logs_no_error(llm: Service) -> None:
 
 
 def test_a_client_that_stops_reading_then_cancels_logs_no_error(llm: Service) -> None:
+    late_s = _third_of_a_whole_stream(llm)
     offset, before = len(llm.log()), llm.metric("ragraph_llm_finished_sequences_total", 'reason="cancelled"')
     with grpc.insecure_channel(llm.grpc_url) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         calls = [stub.ModelStreamInfer(iter([_request(f"idle reader {i}")]), timeout=60) for i in range(4)]
         for call in calls:
             next(call)  # one token, then the client reads nothing more
-        time.sleep(0.2)  # the server keeps generating into the unread streams (200 tokens take longer)
+        time.sleep(late_s)  # the server keeps generating into the unread streams
         for call in calls:
             call.cancel()
             with pytest.raises(grpc.RpcError) as info:
@@ -90,11 +101,7 @@ def test_a_client_that_stops_reading_then_cancels_logs_no_error(llm: Service) ->
 
 async def test_async_cancels_and_deadlines_mid_stream_log_no_error(llm: Service) -> None:
     async with AsyncInferenceClient(llm.grpc_url, timeout=60.0, float_params="string") as client:
-        # cancels and deadlines fall a third of the way into a whole stream, however fast this machine is
-        started = time.monotonic()
-        async for _ in client.stream("llm", {"prompt": ["a whole stream"]}, LONG, style="mlserver"):
-            pass
-        late_s = max(0.05, (time.monotonic() - started) / 3)
+        late_s = _third_of_a_whole_stream(llm)
         offset, before = len(llm.log()), llm.metric("ragraph_llm_finished_sequences_total", 'reason="cancelled"')
 
         async def read_some(i: int) -> None:
